@@ -1,0 +1,156 @@
+#ifndef FINESHARD_CHDF5_SHIM_H
+#define FINESHARD_CHDF5_SHIM_H
+
+// Swift cannot import HDF5's id macros (they expand to H5open() plus a global), nor use the
+// `*_g` globals directly under Swift 6's concurrency checks; these functions return them.
+// The zstd filter (id 32015, the id hdf5plugin registers) lives here too, in C, because
+// libhdf5 calls it through a C function pointer.
+
+#include <hdf5.h>
+#include <zstd.h>
+#include <string.h>
+
+static inline hid_t fs_H5P_DEFAULT(void) { return H5P_DEFAULT; }
+static inline hid_t fs_H5E_DEFAULT(void) { return H5E_DEFAULT; }
+static inline hid_t fs_H5S_ALL(void) { return H5S_ALL; }
+static inline H5S_seloper_t fs_H5S_SELECT_SET(void) { return H5S_SELECT_SET; }
+
+static inline unsigned fs_H5F_ACC_RDONLY(void) { return H5F_ACC_RDONLY; }
+static inline unsigned fs_H5F_ACC_TRUNC(void) { return H5F_ACC_TRUNC; }
+static inline unsigned fs_H5F_ACC_EXCL(void) { return H5F_ACC_EXCL; }
+
+static inline hid_t fs_H5P_DATASET_CREATE(void) { return H5P_DATASET_CREATE; }
+static inline hid_t fs_H5P_FILE_ACCESS(void) { return H5P_FILE_ACCESS; }
+static inline hid_t fs_H5P_FILE_CREATE(void) { return H5P_FILE_CREATE; }
+
+static inline hid_t fs_H5T_NATIVE_DOUBLE(void) { return H5T_NATIVE_DOUBLE; }
+static inline hid_t fs_H5T_NATIVE_FLOAT(void) { return H5T_NATIVE_FLOAT; }
+static inline hid_t fs_H5T_NATIVE_INT64(void) { return H5T_NATIVE_INT64; }
+static inline hid_t fs_H5T_NATIVE_INT32(void) { return H5T_NATIVE_INT32; }
+static inline hid_t fs_H5T_NATIVE_INT16(void) { return H5T_NATIVE_INT16; }
+static inline hid_t fs_H5T_NATIVE_INT8(void) { return H5T_NATIVE_INT8; }
+static inline hid_t fs_H5T_NATIVE_UINT8(void) { return H5T_NATIVE_UINT8; }
+static inline hid_t fs_H5T_NATIVE_UINT16(void) { return H5T_NATIVE_UINT16; }
+
+static inline hid_t fs_H5T_IEEE_F64LE(void) { return H5T_IEEE_F64LE; }
+static inline hid_t fs_H5T_IEEE_F32LE(void) { return H5T_IEEE_F32LE; }
+static inline hid_t fs_H5T_STD_I64LE(void) { return H5T_STD_I64LE; }
+static inline hid_t fs_H5T_STD_I32LE(void) { return H5T_STD_I32LE; }
+static inline hid_t fs_H5T_STD_I16LE(void) { return H5T_STD_I16LE; }
+static inline hid_t fs_H5T_STD_I8LE(void) { return H5T_STD_I8LE; }
+static inline hid_t fs_H5T_STD_U8LE(void) { return H5T_STD_U8LE; }
+static inline hid_t fs_H5T_STD_U16LE(void) { return H5T_STD_U16LE; }
+static inline hid_t fs_H5T_C_S1(void) { return H5T_C_S1; }
+static inline size_t fs_H5T_VARIABLE(void) { return H5T_VARIABLE; }
+
+/// A new (caller-closed) little-endian IEEE binary16 type, built as h5py builds its float16:
+/// HDF5 1.10 predefines no 16-bit float. Returns a negative id on failure.
+static inline hid_t fs_create_ieee_f16le(void) {
+    hid_t t = H5Tcopy(H5T_IEEE_F32LE);
+    if (t < 0) return t;
+    if (H5Tset_fields(t, 15, 10, 5, 0, 10) < 0 || H5Tset_size(t, 2) < 0 || H5Tset_ebias(t, 15) < 0) {
+        H5Tclose(t);
+        return -1;
+    }
+    return t;
+}
+
+/// A new (caller-closed) h5py bool type: an enum over int8 with FALSE = 0, TRUE = 1.
+static inline hid_t fs_create_bool_enum(void) {
+    hid_t t = H5Tenum_create(H5T_NATIVE_INT8);
+    if (t < 0) return t;
+    signed char f = 0, tr = 1;
+    if (H5Tenum_insert(t, "FALSE", &f) < 0 || H5Tenum_insert(t, "TRUE", &tr) < 0) {
+        H5Tclose(t);
+        return -1;
+    }
+    return t;
+}
+
+#define FS_ZSTD_FILTER_ID 32015
+
+/// Decompresses one zstd frame of unknown content size by streaming into a growing buffer.
+/// Returns the decompressed size, or 0 on failure (with *out freed).
+static inline size_t fs_zstd_stream_decompress(const void *src, size_t srcSize, void **out) {
+    ZSTD_DStream *ds = ZSTD_createDStream();
+    if (ds == NULL) return 0;
+    size_t cap = srcSize * 4 + 1024;
+    void *dst = H5allocate_memory(cap, 0);
+    if (dst == NULL) { ZSTD_freeDStream(ds); return 0; }
+    ZSTD_inBuffer in = { src, srcSize, 0 };
+    ZSTD_outBuffer ob = { dst, cap, 0 };
+    for (;;) {
+        size_t r = ZSTD_decompressStream(ds, &ob, &in);
+        if (ZSTD_isError(r)) break;
+        if (r == 0) {
+            ZSTD_freeDStream(ds);
+            *out = ob.dst;
+            return ob.pos;
+        }
+        if (ob.pos == ob.size) {
+            size_t newCap = ob.size * 2;
+            void *bigger = H5resize_memory(ob.dst, newCap);
+            if (bigger == NULL) break;
+            ob.dst = bigger;
+            ob.size = newCap;
+        } else if (in.pos == in.size) {
+            break;  // input ended inside a frame: truncated data
+        }
+    }
+    H5free_memory(ob.dst);
+    ZSTD_freeDStream(ds);
+    return 0;
+}
+
+/// The HDF5 filter callback. Compressed frames carry their content size (ZSTD_compress writes
+/// it), which hdf5plugin's decoder requires. Returning 0 makes libhdf5 report a filter failure.
+static inline size_t fs_zstd_filter(unsigned int flags, size_t cd_nelmts, const unsigned int cd_values[],
+                                    size_t nbytes, size_t *buf_size, void **buf) {
+    if (flags & H5Z_FLAG_REVERSE) {
+        unsigned long long n = ZSTD_getFrameContentSize(*buf, nbytes);
+        if (n == ZSTD_CONTENTSIZE_ERROR) return 0;
+        if (n == ZSTD_CONTENTSIZE_UNKNOWN) {
+            void *out = NULL;
+            size_t got = fs_zstd_stream_decompress(*buf, nbytes, &out);
+            if (got == 0 || out == NULL) return 0;
+            H5free_memory(*buf);
+            *buf = out;
+            *buf_size = got;
+            return got;
+        }
+        size_t cap = n == 0 ? 1 : (size_t)n;
+        void *out = H5allocate_memory(cap, 0);
+        if (out == NULL) return 0;
+        size_t r = ZSTD_decompress(out, (size_t)n, *buf, nbytes);
+        if (ZSTD_isError(r) || r != (size_t)n) { H5free_memory(out); return 0; }
+        H5free_memory(*buf);
+        *buf = out;
+        *buf_size = cap;
+        return r;
+    }
+    int level = cd_nelmts > 0 ? (int)cd_values[0] : ZSTD_CLEVEL_DEFAULT;
+    size_t cap = ZSTD_compressBound(nbytes);
+    void *out = H5allocate_memory(cap, 0);
+    if (out == NULL) return 0;
+    size_t r = ZSTD_compress(out, cap, *buf, nbytes, level);
+    if (ZSTD_isError(r)) { H5free_memory(out); return 0; }
+    H5free_memory(*buf);
+    *buf = out;
+    *buf_size = cap;
+    return r;
+}
+
+/// Registers the zstd filter with libhdf5 (idempotent in libhdf5: a second call replaces it).
+static inline herr_t fs_register_zstd(void) {
+    H5Z_class2_t cls;
+    memset(&cls, 0, sizeof cls);
+    cls.version = H5Z_CLASS_T_VERS;
+    cls.id = FS_ZSTD_FILTER_ID;
+    cls.encoder_present = 1;
+    cls.decoder_present = 1;
+    cls.name = "zstd";
+    cls.filter = fs_zstd_filter;
+    return H5Zregister(&cls);
+}
+
+#endif

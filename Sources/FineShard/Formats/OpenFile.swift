@@ -1,0 +1,99 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Synchronization
+
+/// Counters of the bytes fineshard moves, process-wide: tests use them to show that a cut reads
+/// only what it needs, and `--json` summaries report them.
+public enum IOStatistics {
+    static let read = Atomic<Int>(0)
+    static let written = Atomic<Int>(0)
+    public static var bytesRead: Int { read.load(ordering: .relaxed) }
+    public static var bytesWritten: Int { written.load(ordering: .relaxed) }
+}
+
+/// An open file descriptor. Owns the descriptor and closes it in `deinit`; every read and write
+/// of file contents in fineshard goes through this type (pread(2), pwrite(2), copy_file_range(2)),
+/// which is where faults are injected in tests.
+public final class OpenFile: @unchecked Sendable {
+    public let path: String
+    let fd: Int32
+
+    private init(path: String, fd: Int32) {
+        self.path = path
+        self.fd = fd
+    }
+
+    deinit { close(fd) }
+
+    static func errorText(_ code: Int32) -> String { String(cString: strerror(code)) }
+
+    /// open(2) for reading. A missing or unreadable file is bad input (exit 2).
+    public static func forReading(_ path: String) throws -> OpenFile {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw CheckpointError.unreadable(file: path, reason: errorText(errno)) }
+        return OpenFile(path: path, fd: fd)
+    }
+
+    /// open(2) with `O_CREAT | O_TRUNC` for writing a new file (a temporary name).
+    public static func forWriting(_ path: String, mode: mode_t = 0o644) throws -> OpenFile {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw CheckpointError.io(file: path, operation: "create", reason: errorText(errno)) }
+        return OpenFile(path: path, fd: fd)
+    }
+
+    /// fstat(2): the file's size in bytes.
+    public func size() throws -> Int {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw CheckpointError.io(file: path, operation: "stat", reason: Self.errorText(errno)) }
+        return Int(st.st_size)
+    }
+
+    /// pread(2) until `buffer` is full. Reaching the end of the file first means the file is
+    /// shorter than its header promised, or shrank while we ran.
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw CheckpointError.io(file: path, operation: "read of \(buffer.count) bytes at \(offset)", reason: Self.errorText(errno))
+            }
+            if n == 0 {
+                throw CheckpointError.sourceChanged(
+                    file: path, message: "ended at byte \(offset + done), expected \(offset + buffer.count)")
+            }
+            done += n
+        }
+        IOStatistics.read.add(buffer.count, ordering: .relaxed)
+    }
+
+    /// Reads `count` bytes at `offset` into a new array (headers and other small reads only).
+    public func read(count: Int, at offset: Int) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        try bytes.withUnsafeMutableBytes { try read(into: $0, at: offset) }
+        return bytes
+    }
+
+    /// pwrite(2) of the whole buffer.
+    public func write(_ buffer: UnsafeRawBufferPointer, at offset: Int) throws {
+        var done = 0
+        while done < buffer.count {
+            try FaultInjector.shared.check(.write, path: path)
+            let n = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw CheckpointError.io(file: path, operation: "write", reason: Self.errorText(errno))
+            }
+            done += n
+        }
+        IOStatistics.written.add(buffer.count, ordering: .relaxed)
+    }
+
+    /// fsync(2).
+    public func sync() throws {
+        guard fsync(fd) == 0 else { throw CheckpointError.io(file: path, operation: "fsync", reason: Self.errorText(errno)) }
+    }
+}
