@@ -29,7 +29,10 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "FineShardTests", dependencies: ["FineShard"]),
+        .testTarget(
+            name: "FineShardTests",
+            dependencies: ["FineShard", "CHDF5", .product(name: "Crypto", package: "swift-crypto")]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -22,6 +22,7 @@ static inline unsigned fs_H5F_ACC_EXCL(void) { return H5F_ACC_EXCL; }
 static inline hid_t fs_H5P_DATASET_CREATE(void) { return H5P_DATASET_CREATE; }
 static inline hid_t fs_H5P_FILE_ACCESS(void) { return H5P_FILE_ACCESS; }
 static inline hid_t fs_H5P_FILE_CREATE(void) { return H5P_FILE_CREATE; }
+static inline hid_t fs_H5P_LINK_CREATE(void) { return H5P_LINK_CREATE; }
 
 static inline hid_t fs_H5T_NATIVE_DOUBLE(void) { return H5T_NATIVE_DOUBLE; }
 static inline hid_t fs_H5T_NATIVE_FLOAT(void) { return H5T_NATIVE_FLOAT; }

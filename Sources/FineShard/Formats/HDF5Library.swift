@@ -1,9 +1,9 @@
 import CHDF5
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// fineshard's one door into libhdf5.
@@ -37,6 +37,7 @@ enum HDF5Library {
     private static let lock = RecursiveLock()
 
     /// Runs `body` holding the process-wide HDF5 lock. Reentrant.
+    @discardableResult
     static func withLock<R: ~Copyable>(_ body: () throws -> R) throws -> R {
         lock.lock()
         defer { lock.unlock() }
@@ -84,7 +85,8 @@ enum HDF5Library {
         var buffer = [CChar](repeating: 0, count: 256)
         let length = H5Eget_msg(id, nil, &buffer, buffer.count)
         guard length > 0 else { return "?" }
-        return String(decoding: buffer.prefix(min(Int(length), buffer.count - 1)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return String(
+            decoding: buffer.prefix(min(Int(length), buffer.count - 1)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
 

@@ -37,11 +37,13 @@ public final class HDF5Reader: @unchecked Sendable {
         var paths: [String: String] = [:]
         try HDF5Library.withLock {
             for datasetPath in try Self.datasetPaths(in: file.raw, file: name) {
-                let tensorName = datasetPath.split(separator: "/", omittingEmptySubsequences: true).joined(separator: ".")
+                let tensorName = datasetPath.split(separator: "/", omittingEmptySubsequences: true).joined(
+                    separator: ".")
                 if let other = paths[tensorName] {
                     throw CheckpointError.hdf5(
                         file: name,
-                        message: "datasets '/\(other)' and '/\(datasetPath)' both map to the tensor name '\(tensorName)'",
+                        message:
+                            "datasets '/\(other)' and '/\(datasetPath)' both map to the tensor name '\(tensorName)'",
                         stack: "")
                 }
                 paths[tensorName] = datasetPath
@@ -66,17 +68,18 @@ public final class HDF5Reader: @unchecked Sendable {
         }
         guard region.ranges.count == info.shape.count,
             zip(region.ranges, info.shape).allSatisfy({ $0.lowerBound >= 0 && $0.upperBound <= $1 })
-        else { throw CheckpointError.noSuchTensor(name: "\(tensor.name)\(region.ranges)") }
+        else { throw CheckpointError.noSuchTensor(name: "\(tensor.name)\(region.ranges.spelled)") }
         let byteCount = region.elementCount * info.dtype.size
         guard buffer.count == byteCount else {
             throw CheckpointError.hdf5(
                 file: name,
-                message: "a buffer of \(buffer.count) bytes cannot hold \(region.ranges) of '\(tensor.name)' (\(byteCount) bytes)",
+                message:
+                    "a buffer of \(buffer.count) bytes cannot hold \(region.ranges.spelled) of '\(tensor.name)' (\(byteCount) bytes)",
                 stack: "")
         }
         guard byteCount > 0, let base = buffer.baseAddress else { return }
         let fileName = name
-        let what = "cannot read \(region.ranges) of dataset '/\(datasetPath)'"
+        let what = "cannot read \(region.ranges.spelled) of dataset '/\(datasetPath)'"
         try HDF5Library.withLock {
             let dataset = try HDF5ID(H5Dopen2(file.raw, datasetPath, fs_H5P_DEFAULT()), file: fileName, what)
             let fileType = try HDF5ID(H5Dget_type(dataset.raw), file: fileName, what)
@@ -151,12 +154,19 @@ public final class HDF5Reader: @unchecked Sendable {
             case 8: stored = .f64
             case 4: stored = .f32
             case 2:
-                var signPosition = 0, exponentPosition = 0, exponentSize = 0, mantissaPosition = 0, mantissaSize = 0
+                var signPosition = 0
+                var exponentPosition = 0
+                var exponentSize = 0
+                var mantissaPosition = 0
+                var mantissaSize = 0
                 try HDF5Library.check(
                     H5Tget_fields(
                         type.raw, &signPosition, &exponentPosition, &exponentSize, &mantissaPosition, &mantissaSize),
                     file: name, what)
-                guard (signPosition, exponentPosition, exponentSize, mantissaPosition, mantissaSize) == (15, 10, 5, 0, 10),
+                guard
+                    (signPosition, exponentPosition, exponentSize, mantissaPosition, mantissaSize) == (
+                        15, 10, 5, 0, 10
+                    ),
                     H5Tget_ebias(type.raw) == 15
                 else { throw unsupported("16-bit float type is not IEEE binary16") }
                 stored = .f16
@@ -173,7 +183,9 @@ public final class HDF5Reader: @unchecked Sendable {
             default: stored = nil  // uint16 and wider: only meaningful with a `dtype` attribute
             }
         case H5T_ENUM:
-            guard try isH5pyBool(type.raw, file: name, what) else { throw unsupported("enum types other than h5py's bool") }
+            guard try isH5pyBool(type.raw, file: name, what) else {
+                throw unsupported("enum types other than h5py's bool")
+            }
             stored = .bool
         default:
             throw unsupported("unsupported type class \(typeClass.rawValue)")
@@ -196,7 +208,8 @@ public final class HDF5Reader: @unchecked Sendable {
         }
         guard declared.size == size else {
             throw unsupported(
-                "dtype attribute '\(attribute)' has \(declared.size)-byte elements but the stored type has \(size)-byte elements")
+                "dtype attribute '\(attribute)' has \(declared.size)-byte elements but the stored type has \(size)-byte elements"
+            )
         }
         switch declared {
         case .bf16, .f8e4m3, .f8e5m2:
@@ -232,7 +245,9 @@ public final class HDF5Reader: @unchecked Sendable {
 
     /// A scalar string attribute, fixed-length or variable-length as h5py writes them; `nil` if
     /// absent. Read with the stored character set: HDF5 1.10 cannot convert ASCII to UTF-8.
-    static func stringAttribute(_ attributeName: String, of object: hid_t, file: String, _ what: String) throws -> String? {
+    static func stringAttribute(_ attributeName: String, of object: hid_t, file: String, _ what: String) throws
+        -> String?
+    {
         guard try HDF5Library.check(H5Aexists(object, attributeName), file: file, what) > 0 else { return nil }
         func invalid(_ reason: String) -> CheckpointError {
             .hdf5(file: file, message: "\(what): attribute '\(attributeName)' \(reason)", stack: "")
@@ -259,6 +274,13 @@ public final class HDF5Reader: @unchecked Sendable {
         try HDF5Library.check(H5Aread(attribute.raw, memoryType.raw, &bytes), file: file, what)
         let text = bytes.prefix { $0 != 0 }
         return String(decoding: text, as: UTF8.self).trimmingSuffix(" ")
+    }
+}
+
+extension [Range<Int>] {
+    /// `[0..<4, 10..<20]`, for messages.
+    fileprivate var spelled: String {
+        "[" + map { "\($0.lowerBound)..<\($0.upperBound)" }.joined(separator: ", ") + "]"
     }
 }
 

@@ -1,0 +1,396 @@
+import CHDF5
+import Crypto
+import Foundation
+import Testing
+
+@testable import FineShard
+
+/// HDF5Writer → HDF5Reader round trips, hyperslab reads, determinism, broken files, and interop
+/// with h5py + hdf5plugin (when `FINESHARD_PYTHON` names a Python that has them).
+@Suite struct HDF5Tests {
+    static let python = ProcessInfo.processInfo.environment["FINESHARD_PYTHON"]
+    static let interopScripts = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("scripts/interop")
+
+    /// A fresh temporary folder; the caller removes it with `defer`.
+    static func makeFolder() throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("fineshard-hdf5-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+
+    /// Seeded bytes for a tensor: bool tensors get 0/1, everything else any bit pattern.
+    static func bytes(for spec: TensorSpec, seed: UInt64) -> [UInt8] {
+        var state = seed
+        var out = [UInt8](repeating: 0, count: spec.byteCount)
+        for i in out.indices {
+            // SplitMix64, one byte per step: plenty fast for a few MB.
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            z ^= z >> 31
+            out[i] = spec.dtype == .bool ? UInt8(z & 1) : UInt8(truncatingIfNeeded: z)
+        }
+        return out
+    }
+
+    /// Writes `specs` with their seeded bytes, appended in pieces of `pieceSize` bytes.
+    @discardableResult
+    static func write(
+        _ specs: [TensorSpec], to path: String, pieceSize: Int = 100_003, data: [String: [UInt8]]
+    ) throws -> WrittenFile {
+        let writer = try HDF5Writer(path: path, tensors: specs)
+        var stream: [UInt8] = []
+        for spec in writer.order { stream += data[spec.name]! }
+        var offset = 0
+        while offset < stream.count {
+            let end = min(stream.count, offset + pieceSize)
+            try stream[offset..<end].withUnsafeBytes { try writer.append($0) }
+            offset = end
+        }
+        return try writer.finish()
+    }
+
+    static func read(_ reader: HDF5Reader, _ name: String, _ region: Region? = nil) throws -> [UInt8] {
+        let info = try #require(reader.tensors.first { $0.name == name })
+        let region = region ?? Region(whole: info.shape)
+        var out = [UInt8](repeating: 0xEE, count: region.elementCount * info.dtype.size)
+        try out.withUnsafeMutableBytes { try reader.read(info, region: region, into: $0) }
+        return out
+    }
+
+    static func sha256(_ bytes: [UInt8]) -> String {
+        SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+    }
+
+    static let everyDType: [TensorSpec] =
+        DType.allCases.map { TensorSpec(name: "small.\($0.rawValue)", dtype: $0, shape: [5, 3]) } + [
+            // Two chunks of 262 rows, the second one partial.
+            TensorSpec(name: "big.f32", dtype: .f32, shape: [300, 1000]),
+            // 1-D: chunks of 1 MiB elements, the last partial.
+            TensorSpec(name: "big.u8", dtype: .u8, shape: [1_500_000]),
+            // 3-D with rows of 560,000 bytes: one row per chunk.
+            TensorSpec(name: "cube.f16", dtype: .f16, shape: [3, 400, 700]),
+            TensorSpec(name: "edge.bf16", dtype: .bf16, shape: [1000, 700]),
+            TensorSpec(name: "scalar.f64", dtype: .f64, shape: []),
+            TensorSpec(name: "scalar.bool", dtype: .bool, shape: []),
+            TensorSpec(name: "empty.i32", dtype: .i32, shape: [0, 4]),
+            TensorSpec(name: "empty.f8", dtype: .f8e5m2, shape: [0]),
+        ]
+
+    static func seeded(_ specs: [TensorSpec]) -> [String: [UInt8]] {
+        Dictionary(uniqueKeysWithValues: specs.enumerated().map { ($1.name, bytes(for: $1, seed: UInt64($0))) })
+    }
+
+    @Test func everyDTypeRoundTripsByteForByteThroughWriterAndReader() throws {
+        let folder = try Self.makeFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = folder.appendingPathComponent("model.h5").path
+        let data = Self.seeded(Self.everyDType)
+        let written = try Self.write(Self.everyDType, to: path, data: data)
+        #expect(written.path == path)
+        #expect(written.bytes == (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int))
+        #expect(written.sha256 == Self.sha256(Array(try Data(contentsOf: URL(fileURLWithPath: path)))))
+        #expect(!FileManager.default.fileExists(atPath: temporaryPath(for: path)))
+
+        let reader = try HDF5Reader(path: path, name: "model.h5")
+        let expected = Self.everyDType.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+        #expect(reader.tensors.map(\.name) == expected.map(\.name))
+        for spec in expected {
+            let info = try #require(reader.tensors.first { $0.name == spec.name })
+            #expect(info.dtype == spec.dtype, "\(spec.name)")
+            #expect(info.shape == spec.shape, "\(spec.name)")
+            #expect(info.file == "model.h5")
+            #expect(info.offset == nil)
+            #expect(try Self.read(reader, spec.name) == data[spec.name]!, "\(spec.name)")
+        }
+    }
+
+    @Test func rowAndColumnRangesReadAsHyperslabs() throws {
+        let folder = try Self.makeFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = folder.appendingPathComponent("w.h5").path
+        let specs = [
+            TensorSpec(name: "w", dtype: .f32, shape: [300, 1000]),
+            TensorSpec(name: "c", dtype: .i16, shape: [4, 6, 5]),
+        ]
+        let data = Self.seeded(specs)
+        try Self.write(specs, to: path, data: data)
+        let reader = try HDF5Reader(path: path, name: "w.h5")
+        let w = data["w"]!
+
+        // Rows 100..<290 cross the chunk boundary at row 262.
+        #expect(try Self.read(reader, "w", Region([100..<290, 0..<1000])) == Array(w[100 * 4000..<290 * 4000]))
+
+        var columns: [UInt8] = []
+        for row in 0..<300 { columns += w[(row * 1000 + 10) * 4..<(row * 1000 + 20) * 4] }
+        #expect(try Self.read(reader, "w", Region([0..<300, 10..<20])) == columns)
+
+        let c = data["c"]!
+        var middle: [UInt8] = []
+        for i in 1..<3 {
+            for j in 2..<5 {
+                let row: Int = (i * 6 + j) * 5
+                middle += c[(row + 1) * 2..<(row + 4) * 2]
+            }
+        }
+        #expect(try Self.read(reader, "c", Region([1..<3, 2..<5, 1..<4])) == middle)
+
+        #expect(try Self.read(reader, "w", Region([5..<5, 0..<1000])).isEmpty)
+        #expect(throws: CheckpointError.self) { try Self.read(reader, "w", Region([0..<301, 0..<1000])) }
+    }
+
+    @Test func twoWritesOfTheSameTensorsAreByteIdentical() throws {
+        let folder = try Self.makeFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let data = Self.seeded(Self.everyDType)
+        let a = try Self.write(
+            Self.everyDType, to: folder.appendingPathComponent("a.h5").path, pieceSize: 4096, data: data)
+        let b = try Self.write(
+            Self.everyDType.reversed(), to: folder.appendingPathComponent("b.h5").path, pieceSize: 1_000_000, data: data
+        )
+        #expect(a.sha256 == b.sha256)
+        #expect(a.bytes == b.bytes)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: a.path)) == Data(contentsOf: URL(fileURLWithPath: b.path)))
+    }
+
+    @Test(arguments: ["a/b", "/a", "nul\0name", "", "."])
+    func namesThatCannotBeDatasetNamesAreRejected(name: String) throws {
+        let folder = try Self.makeFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = folder.appendingPathComponent("x.h5").path
+        let error = #expect(throws: CheckpointError.self) {
+            try HDF5Writer(path: path, tensors: [TensorSpec(name: name, dtype: .f32, shape: [2])])
+        }
+        guard case .hdf5(_, let message, _) = error else {
+            Issue.record("\(String(describing: error))")
+            return
+        }
+        #expect(message.contains("can't be HDF5 dataset names"))
+        #expect(!FileManager.default.fileExists(atPath: temporaryPath(for: path)))
+    }
+
+    @Test func finishWithMissingBytesThrowsAndAbortRemovesTheTemporaryFile() throws {
+        let folder = try Self.makeFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = folder.appendingPathComponent("x.h5").path
+        let writer = try HDF5Writer(path: path, tensors: [TensorSpec(name: "w", dtype: .f32, shape: [4])])
+        try [UInt8](repeating: 1, count: 8).withUnsafeBytes { try writer.append($0) }
+        #expect(throws: CheckpointError.self) { try writer.finish() }
+        #expect(throws: CheckpointError.self) {
+            try [UInt8](repeating: 1, count: 12).withUnsafeBytes { try writer.append($0) }
+        }
+        writer.abort()
+        #expect(!FileManager.default.fileExists(atPath: temporaryPath(for: path)))
+        #expect(!FileManager.default.fileExists(atPath: path))
+    }
+
+    /// Opens or reads a broken file and returns the error, which must be `.hdf5` with libhdf5's stack.
+    static func expectHDF5Failure(_ path: String) throws -> (message: String, stack: String) {
+        do {
+            let reader = try HDF5Reader(path: path, name: "broken.h5")
+            for info in reader.tensors { _ = try read(reader, info.name) }
+        } catch CheckpointError.hdf5(let file, let message, let stack) {
+            #expect(file == "broken.h5")
+            #expect(!stack.isEmpty)
+            return (message, stack)
+        }
+        Issue.record("no error from \(path)")
+        return ("", "")
+    }
+
+    @Test func aTruncatedFileIsAnHDF5ErrorWithLibhdf5sStack() throws {
+        let folder = try Self.makeFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = folder.appendingPathComponent("t.h5").path
+        let specs = [TensorSpec(name: "w", dtype: .f32, shape: [300, 1000])]
+        let written = try Self.write(specs, to: path, data: Self.seeded(specs))
+        #expect(truncate(path, off_t(written.bytes / 2)) == 0)
+        let (_, stack) = try Self.expectHDF5Failure(path)
+        #expect(stack.contains("H5F"))
+    }
+
+    @Test func garbageAfterTheHDF5SignatureIsAnHDF5ErrorWithLibhdf5sStack() throws {
+        let folder = try Self.makeFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = folder.appendingPathComponent("g.h5").path
+        var bytes: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]
+        bytes += Self.bytes(for: TensorSpec(name: "g", dtype: .u8, shape: [4000]), seed: 3)
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        let (message, stack) = try Self.expectHDF5Failure(path)
+        #expect(message.contains("cannot open"))
+        #expect(stack.contains("H5Fopen"))
+    }
+
+    /// Builds a small file with libhdf5 directly: a 1-D dataset of `type` at each of `datasets`
+    /// (groups created as needed), and a `dtype` string attribute on those `marked` says.
+    static func makeFile(
+        _ path: String, type: hid_t, datasets: [String], marked: [String: String] = [:]
+    ) throws {
+        try HDF5Library.withLock {
+            let file = try HDF5ID(
+                H5Fcreate(path, fs_H5F_ACC_TRUNC(), fs_H5P_DEFAULT(), fs_H5P_DEFAULT()), file: path, "create")
+            let lcpl = try HDF5ID(H5Pcreate(fs_H5P_LINK_CREATE()), file: path, "lcpl")
+            try HDF5Library.check(H5Pset_create_intermediate_group(lcpl.raw, 1), file: path, "lcpl")
+            let space = try HDF5ID(H5Screate_simple(1, [3], nil), file: path, "space")
+            for name in datasets {
+                let dataset = try HDF5ID(
+                    H5Dcreate2(file.raw, name, type, space.raw, lcpl.raw, fs_H5P_DEFAULT(), fs_H5P_DEFAULT()),
+                    file: path, "dataset")
+                if let marker = marked[name] {
+                    try HDF5Writer.writeStringAttribute("dtype", marker, on: dataset.raw, file: path, "attribute")
+                }
+            }
+        }
+    }
+
+    @Test func twoDatasetsThatMapToOneTensorNameAreAnError() throws {
+        let folder = try Self.makeFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = folder.appendingPathComponent("clash.h5").path
+        try Self.makeFile(path, type: fs_H5T_STD_I32LE(), datasets: ["layer/weight", "layer.weight"])
+        let error = #expect(throws: CheckpointError.self) { try HDF5Reader(path: path, name: "clash.h5") }
+        guard case .hdf5(_, let message, _) = error else {
+            Issue.record("\(String(describing: error))")
+            return
+        }
+        #expect(message.contains("'layer.weight'"))
+    }
+
+    @Test func nestedDatasetsAreNamedByTheirPathWithDots() throws {
+        let folder = try Self.makeFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = folder.appendingPathComponent("nested.h5").path
+        try Self.makeFile(
+            path, type: fs_H5T_STD_I16LE(), datasets: ["model/layers/0/w", "b"], marked: ["b": "bfloat16"])
+        let reader = try HDF5Reader(path: path, name: "nested.h5")
+        #expect(reader.tensors.map(\.name) == ["b", "model.layers.0.w"])
+        #expect(reader.tensors.map(\.dtype) == [.bf16, .i16])
+    }
+
+    @Test(arguments: [("bfloat16", "4-byte"), ("float8_e5m2", "4-byte"), ("complex64", "unknown")])
+    func aDTypeAttributeThatDoesNotFitTheStoredTypeIsAnError(marker: String, complaint: String) throws {
+        let folder = try Self.makeFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = folder.appendingPathComponent("mismatch.h5").path
+        try Self.makeFile(path, type: fs_H5T_STD_I32LE(), datasets: ["w"], marked: ["w": marker])
+        let error = #expect(throws: CheckpointError.self) { try HDF5Reader(path: path, name: "mismatch.h5") }
+        guard case .hdf5(_, let message, _) = error else {
+            Issue.record("\(String(describing: error))")
+            return
+        }
+        #expect(message.contains(marker) && message.contains(complaint), "\(message)")
+    }
+
+    @Test func aFileThatIsNotThereIsUnreadable() {
+        #expect(throws: CheckpointError.unreadable(file: "/nonexistent/x.h5", reason: "No such file or directory")) {
+            try HDF5Reader(path: "/nonexistent/x.h5", name: "x.h5")
+        }
+    }
+
+    @Test func shuffleMatchesHDF5sByteTransposition() {
+        let input: [UInt8] = [1, 2, 3, 4, 5, 6, 7, 8, 9]
+        var output = [UInt8](repeating: 0, count: 9)
+        HDF5Writer.shuffle(input, elementSize: 4, into: &output)
+        #expect(output == [1, 5, 2, 6, 3, 7, 4, 8, 9])
+    }
+
+    // MARK: - Interop with h5py + hdf5plugin
+
+    struct Described: Decodable, Equatable {
+        var dtype: String
+        var shape: [Int]
+        var sha256: String
+    }
+
+    static func runPython(_ script: String, _ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python!)
+        process.arguments = [interopScripts.appendingPathComponent(script).path] + arguments
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        let text = output.fileHandleForReading.readDataToEndOfFile()
+        let errorText = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        try #require(
+            process.terminationStatus == 0,
+            "\(script) failed: \(String(decoding: errorText, as: UTF8.self))")
+        return String(decoding: text, as: UTF8.self)
+    }
+
+    @Test(.enabled(if: python != nil))
+    func h5pyWithHdf5pluginReadsWhatFineshardWrites() throws {
+        let folder = try Self.makeFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = folder.appendingPathComponent("model.h5").path
+        let data = Self.seeded(Self.everyDType)
+        try Self.write(Self.everyDType, to: path, data: data)
+
+        let json = try Self.runPython("h5_read.py", [path])
+        let seen = try JSONDecoder().decode([String: Described].self, from: Data(json.utf8))
+        let expected = Dictionary(
+            uniqueKeysWithValues: Self.everyDType.map {
+                ($0.name, Described(dtype: $0.dtype.rawValue, shape: $0.shape, sha256: Self.sha256(data[$0.name]!)))
+            })
+        #expect(seen == expected)
+
+        struct Marker: Decodable {
+            var markerType: String?
+            enum CodingKeys: String, CodingKey { case markerType = "marker_type" }
+        }
+        let markers = try JSONDecoder().decode([String: Marker].self, from: Data(json.utf8))
+        for spec in Self.everyDType where [.bf16, .f8e4m3, .f8e5m2].contains(spec.dtype) {
+            #expect(markers[spec.name]?.markerType == "str", "the dtype attribute of \(spec.name) reads as a str")
+        }
+    }
+
+    @Test(.enabled(if: python != nil))
+    func fineshardReadsWhatH5pyWritesWithZstdAndShuffle() throws {
+        let folder = try Self.makeFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = folder.appendingPathComponent("h5py.h5").path
+        let json = try Self.runPython("h5_write.py", [path])
+        let expected = try JSONDecoder().decode([String: Described].self, from: Data(json.utf8))
+
+        let reader = try HDF5Reader(path: path, name: "h5py.h5")
+        var seen: [String: Described] = [:]
+        for info in reader.tensors {
+            seen[info.name] = Described(
+                dtype: info.dtype.rawValue, shape: info.shape, sha256: Self.sha256(try Self.read(reader, info.name)))
+        }
+        #expect(seen == expected)
+
+        // A row range that starts inside one chunk and ends inside another.
+        let whole = try Self.read(reader, "f32")
+        #expect(try Self.read(reader, "f32", Region([5..<30, 0..<100])) == Array(whole[5 * 400..<30 * 400]))
+    }
+
+    @Test(.enabled(if: python != nil), arguments: ["garbage", "body"])
+    func aGarbageZstdChunkIsAnHDF5ErrorNotACrash(mode: String) throws {
+        let folder = try Self.makeFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = folder.appendingPathComponent("bad.h5").path
+        _ = try Self.runPython("h5_corrupt_chunk.py", [path, mode])
+        let reader = try HDF5Reader(path: path, name: "bad.h5")
+
+        // Chunks other than the first are intact.
+        let rows = try Self.read(reader, "w", Region([16..<32, 0..<64]))
+        let expected = (16 * 64..<32 * 64).flatMap {
+            withUnsafeBytes(of: Float($0).bitPattern.littleEndian, Array.init)
+        }
+        #expect(rows == expected)
+
+        let error = #expect(throws: CheckpointError.self) { try Self.read(reader, "w", Region([0..<4, 0..<64])) }
+        guard case .hdf5(let file, _, let stack) = error else {
+            Issue.record("\(String(describing: error))")
+            return
+        }
+        #expect(file == "bad.h5")
+        #expect(stack.lowercased().contains("filter"))
+    }
+}
