@@ -36,4 +36,39 @@ enum TextReport {
         }
         return out + table(header, rows)
     }
+
+    static func plan(_ r: PlanReport) -> String {
+        let p = r.parallel
+        let m = r.model
+        var out = "model: \(m.architecture) (\(m.family.rawValue))"
+        if let layers = m.numHiddenLayers { out += ", \(layers) layers" }
+        if let v = m.vocabSize { out += ", vocab \(v)" }
+        if let h = m.hiddenSize { out += ", hidden \(h)" }
+        if let heads = m.numAttentionHeads { out += ", heads \(heads)" + (m.numKeyValueHeads.map { "/\($0) kv" } ?? "") }
+        if let e = m.nRoutedExperts { out += ", \(e) routed experts" }
+        out += m.tieWordEmbeddings ? ", tied lm_head" : ""
+        out += "\nparallel: DP \(p.dp) × TP \(p.tp) = \(r.worldSize) ranks"
+        out += p.expertParallel ? ", expert parallel (EP \(r.worldSize))" : ""
+        out += ", layout \(p.layout.rawValue), format \(p.format.rawValue)\n"
+        let fg = Component.allCases.map { "\($0.rawValue) \(p.finegrained[$0] > 0 ? String(p.finegrained[$0]) : "-")" }
+        out += "fine-grained TP: " + fg.joined(separator: ", ") + "\n"
+        let minRank = r.bytesPerRank.min() ?? 0
+        let maxRank = r.bytesPerRank.max() ?? 0
+        out += "per rank: min \(bytes(minRank)), max \(bytes(maxRank)); total output \(bytes(r.totalOutputBytes)) (source \(bytes(r.sourceBytes)))\n\n"
+        let rows = r.components.map { c in
+            [c.component.rawValue, String(c.groupSize), c.collective, bytes(c.bytesPerRankWithout), bytes(c.bytesPerRankWith), bytes(c.saving)]
+        }
+        let total = r.components.reduce(0) { $0 + $1.saving }
+        out += table(["component", "group", "collective at run time", "per rank without", "per rank with", "saving"],
+            rows + [["total", "", "", "", "", bytes(total)]])
+        for w in r.warnings { out += "\nwarning: \(w)" }
+        for n in r.notes { out += "\nnote: \(n)" }
+        if !r.unknownTensors.isEmpty {
+            out += "\nunknown tensors (replicated; --strict refuses them): \(r.unknownTensors.count)"
+            for name in r.unknownTensors.prefix(20) { out += "\n  \(name)" }
+            if r.unknownTensors.count > 20 { out += "\n  …" }
+        }
+        out += "\nplan fingerprint: \(r.fingerprint)"
+        return out
+    }
 }

@@ -104,6 +104,7 @@ public final class HDF5Writer: TensorFileWriter {
                     "tensor '\(spec.name)': one row of \(spec.shape) is more than an HDF5 chunk can hold (4 GiB)")
             }
         }
+        TemporaryFiles.shared.register(temporary)
         file = try HDF5Library.withLock {
             let access = try HDF5ID(H5Pcreate(fs_H5P_FILE_ACCESS()), file: path, "cannot create a file access list")
             // Strong: closing the file closes anything still open in it, so abort() leaves nothing behind.
@@ -154,9 +155,11 @@ public final class HDF5Writer: TensorFileWriter {
         finished = true
         try file.take()?.close(with: H5Fclose, file: path, "cannot close \(temporary)")
         try OpenFile.forReading(temporary).sync()
+        try FaultInjector.shared.check(.file, path: path)
         guard rename(temporary, path) == 0 else {
             throw CheckpointError.io(file: path, operation: "rename", reason: OpenFile.errorText(errno))
         }
+        TemporaryFiles.shared.unregister(temporary)
         let folder = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
         try OpenFile.forReading(folder.isEmpty ? "/" : folder).sync()
         return try Self.digest(of: path)
@@ -166,6 +169,7 @@ public final class HDF5Writer: TensorFileWriter {
         _ = try? dataset.take()?.close(file: path, "")
         _ = try? file.take()?.close(with: H5Fclose, file: path, "")
         unlink(temporary)
+        TemporaryFiles.shared.unregister(temporary)
     }
 
     /// Creates the dataset of `order[index]`, and finishes at once any that hold no bytes.

@@ -25,6 +25,7 @@ public final class SafetensorsWriter: TensorFileWriter {
         }
         self.bufferLimit = bufferSize
         let header = SafetensorsHeader.encode(order.map { ($0.name, $0.dtype, $0.shape) }, metadata: metadata)
+        TemporaryFiles.shared.register(temporaryPath(for: path))
         self.file = try OpenFile.forWriting(temporaryPath(for: path))
         self.position = 0
         self.endOfData = header.count + order.reduce(0) { $0 + $1.byteCount }
@@ -66,8 +67,12 @@ public final class SafetensorsWriter: TensorFileWriter {
         guard rename(temporaryPath(for: path), path) == 0 else {
             throw CheckpointError.io(file: path, operation: "rename", reason: OpenFile.errorText(errno))
         }
+        TemporaryFiles.shared.unregister(temporaryPath(for: path))
         return WrittenFile(path: path, bytes: endOfData, sha256: hasher.finalize().hexString)
     }
 
-    public func abort() { unlink(temporaryPath(for: path)) }
+    public func abort() {
+        unlink(temporaryPath(for: path))
+        TemporaryFiles.shared.unregister(temporaryPath(for: path))
+    }
 }

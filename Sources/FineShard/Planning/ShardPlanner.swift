@@ -19,6 +19,9 @@ public struct ShardPlanner {
         guard planner.problems.isEmpty else { throw PlanError.invalidConfiguration(problems: planner.problems) }
         if strict, !model.unknown.isEmpty { throw PlanError.unknownTensors(names: model.unknown) }
         let rules = planner.makeRules()
+        if parallel.format == .hdf5, let bad = rules.first(where: { $0.output.isEmpty || $0.output.contains("/") || $0.output.contains("\0") || $0.output == "." }) {
+            planner.problem("--format hdf5: tensor '\(bad.output)' cannot be an HDF5 dataset name (it is empty, '.', or contains '/' or NUL); use --format safetensors")
+        }
         guard planner.problems.isEmpty else { throw PlanError.invalidConfiguration(problems: planner.problems) }
         return ShardPlan(
             parallel: parallel, topology: planner.topology, model: model.facts, sources: planner.sources, rules: rules,

@@ -1,0 +1,30 @@
+import ArgumentParser
+import FineShard
+import Foundation
+
+struct Plan: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Validate a parallel configuration against a model and show what every rank holds, writing nothing.",
+        discussion: """
+            Reads safetensors headers only. Prints per-rank bytes and, per component, the bytes per rank \
+            without and with its fine-grained TP group (the memory table of vllm-ascend's Fine-Grained TP guide).
+
+            Example (the seed's DeepSeek-R1 decode configuration):
+              fineshard plan DeepSeek-R1/ --dp 32 --enable-expert-parallel \\
+                --additional-config '{"finegrained_tp_config": {"embedding_tensor_parallel_size": 8,
+                  "lmhead_tensor_parallel_size": 8, "oproj_tensor_parallel_size": 8, "mlp_tensor_parallel_size": 8}}'
+            """
+    )
+
+    @OptionGroup var options: PlanOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() throws {
+        try reportingErrors {
+            let (_, plan) = try options.makePlan()
+            let report = PlanReport(plan)
+            if output.json { return try printJSON(report) }
+            print(TextReport.plan(report))
+        }
+    }
+}

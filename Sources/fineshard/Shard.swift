@@ -1,0 +1,79 @@
+import ArgumentParser
+import FineShard
+import Foundation
+
+struct Shard: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write the per-rank files of a plan and OUT/manifest.json.",
+        discussion: """
+            Streams the source by byte range through bounded buffers, hashes every output file while \
+            writing it, renames finished files into place, journals finished ranks and writes the manifest \
+            last. A killed run is finished with --resume; --ranks writes a subset (one task of a fan-out).
+
+            Example (all-DP 4, every fine-grained size 2):
+              fineshard shard fixtures/tiny-llama -o out --dp 4 \\
+                --additional-config '{"finegrained_tp_config": {"embedding_tensor_parallel_size": 2,
+                  "lmhead_tensor_parallel_size": 2, "oproj_tensor_parallel_size": 2, "mlp_tensor_parallel_size": 2}}'
+            """
+    )
+
+    @OptionGroup var options: PlanOptions
+
+    @Option(name: .shortAndLong, help: "The output folder.")
+    var output: String
+
+    @Option(help: ArgumentHelp("Write only these ranks, e.g. 0-7,12, and a partial manifest.", valueName: "list"))
+    var ranks: String?
+
+    @Flag(help: "Skip ranks already complete in OUT (files match their recorded hashes) and redo the rest.")
+    var resume = false
+
+    @Flag(help: "Rewrite existing files of the ranks being written.")
+    var force = false
+
+    @Option(help: ArgumentHelp("Worker threads (default: all cores).", valueName: "n"))
+    var threads: Int?
+
+    @Option(help: ArgumentHelp("Bytes of buffers the run may hold (e.g. 512MiB).", valueName: "size"))
+    var memoryBudget = "512MiB"
+
+    @Flag(help: "Do not hash the source files into the manifest.")
+    var noSourceHash = false
+
+    @Option(help: "zstd level for --format hdf5.")
+    var compressionLevel = 3
+
+    @Flag(help: "No progress output.")
+    var quiet = false
+
+    @OptionGroup var outputOptions: OutputOptions
+
+    func run() throws {
+        try reportingErrors {
+            TemporaryFiles.removeOnSignals()
+            let (checkpoint, plan) = try options.makePlan()
+            var shardOptions = ShardOptions(output: output)
+            if let ranks { shardOptions.ranks = try ShardOptions.parseRanks(ranks, worldSize: plan.topology.worldSize) }
+            shardOptions.resume = resume
+            shardOptions.force = force
+            shardOptions.threads = threads ?? ProcessInfo.processInfo.activeProcessorCount
+            guard shardOptions.threads >= 1 else { throw PlanError.badOption(option: "--threads", message: "must be at least 1") }
+            guard let budget = ByteCount.parse(memoryBudget), budget >= 1 << 20 else {
+                throw PlanError.badOption(option: "--memory-budget", message: "'\(memoryBudget)' is not a size of at least 1MiB")
+            }
+            shardOptions.memoryBudget = budget
+            shardOptions.hashSources = !noSourceHash
+            shardOptions.compressionLevel = compressionLevel
+            let progress = ProgressDisplay(quiet: quiet)
+            let summary = try ShardExecutor(checkpoint: checkpoint, plan: plan, options: shardOptions) { done, total in
+                progress.update(done: done, total: total)
+            }.run()
+            progress.finish()
+            if outputOptions.json { return try printJSON(summary) }
+            if !quiet {
+                let skipped = summary.ranksSkipped.isEmpty ? "" : ", \(summary.ranksSkipped.count) already complete"
+                print("wrote \(summary.ranksWritten.count) rank(s)\(skipped), \(TextReport.bytes(summary.bytesWritten)) in \(String(format: "%.2f", summary.seconds)) s; manifest: \(summary.manifest)")
+            }
+        }
+    }
+}
