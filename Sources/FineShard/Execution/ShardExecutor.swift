@@ -9,7 +9,6 @@ public final class ShardExecutor: @unchecked Sendable {
     let checkpoint: Checkpoint
     let plan: ShardPlan
     let options: ShardOptions
-    let sources: [String: TensorInfo]
     let fingerprint: String
     /// Called with the bytes written so far and the total, from worker threads.
     let progress: @Sendable (Int, Int) -> Void
@@ -18,7 +17,6 @@ public final class ShardExecutor: @unchecked Sendable {
         self.checkpoint = checkpoint
         self.plan = plan
         self.options = options
-        self.sources = Dictionary(uniqueKeysWithValues: checkpoint.tensors.map { ($0.name, $0) })
         self.fingerprint = plan.fingerprint
         self.progress = progress
     }
@@ -164,7 +162,7 @@ public final class ShardExecutor: @unchecked Sendable {
         let blockBytes = max(1 << 16, options.memoryBudget / threads / 4)
 
         DispatchQueue.concurrentPerform(iterations: threads) { _ in
-            var assembler = TensorAssembler(checkpoint: checkpoint, blockBytes: blockBytes)
+            var assembler = TensorAssembler(reader: checkpoint, blockBytes: blockBytes)
             while true {
                 let i = next.add(1, ordering: .relaxed).oldValue
                 guard i < jobs.count, state.withLock({ $0.error == nil }) else { return }
@@ -209,7 +207,7 @@ public final class ShardExecutor: @unchecked Sendable {
         do {
             for spec in writer.order {
                 let tensor = byName[spec.name]!
-                try assembler.assemble(tensor, sources: sources) { bytes in
+                try assembler.assemble(tensor) { bytes in
                     try writer.append(bytes)
                     let soFar = done.add(bytes.count, ordering: .relaxed).newValue
                     progress(soFar, total)

@@ -6,27 +6,25 @@ import Foundation
 /// straight into the block; one that does not (a cut of an inner dimension stacked beside
 /// others, GPT-2 `c_attn`) is read into scratch space and scattered.
 struct TensorAssembler {
-    let checkpoint: Checkpoint
+    let reader: any PieceReader
     /// The most bytes one block may hold.
     let blockBytes: Int
     private var block: [UInt8] = []
     private var scratch: [UInt8] = []
 
-    init(checkpoint: Checkpoint, blockBytes: Int) {
-        self.checkpoint = checkpoint
+    init(reader: any PieceReader, blockBytes: Int) {
+        self.reader = reader
         self.blockBytes = max(blockBytes, 4096)
     }
 
     /// Calls `sink` with consecutive blocks of `tensor`'s bytes.
-    mutating func assemble(
-        _ tensor: PlannedTensor, sources: [String: TensorInfo], sink: (UnsafeRawBufferPointer) throws -> Void
-    ) throws {
+    mutating func assemble(_ tensor: PlannedTensor, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
         let shape = tensor.shape
         let size = tensor.dtype.size
         if shape.isEmpty {
             // A scalar: one piece, the whole source.
             try fill(count: size)
-            for p in tensor.pieces { try read(p, sources: sources, region: p.region, into: 0, count: size) }
+            for p in tensor.pieces { try read(p, region: p.region, into: 0, count: size) }
             return try block.withUnsafeBytes { try sink(UnsafeRawBufferPointer(rebasing: $0[0..<size])) }
         }
         let rows = shape[0]
@@ -47,9 +45,9 @@ struct TensorAssembler {
                 sub.ranges[0] = start..<start + (hi - lo)
                 let spansRows = (1..<shape.count).allSatisfy { p.at[$0] == 0 && p.region.ranges[$0].count == shape[$0] }
                 if spansRows {
-                    try read(p, sources: sources, region: sub, into: (lo - r0) * rowBytes, count: (hi - lo) * rowBytes)
+                    try read(p, region: sub, into: (lo - r0) * rowBytes, count: (hi - lo) * rowBytes)
                 } else {
-                    try scatter(p, sources: sources, region: sub, blockShape: [r1 - r0] + shape.dropFirst(), firstRow: lo - r0, elementSize: size)
+                    try scatter(p, region: sub, blockShape: [r1 - r0] + shape.dropFirst(), firstRow: lo - r0, elementSize: size)
                 }
             }
             try block.withUnsafeBytes { try sink(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
@@ -62,23 +60,23 @@ struct TensorAssembler {
         block.withUnsafeMutableBytes { _ = memset($0.baseAddress!, 0, count) }
     }
 
-    private mutating func read(_ piece: Piece, sources: [String: TensorInfo], region: Region, into offset: Int, count: Int) throws {
-        guard let source = sources[piece.source] else { throw CheckpointError.noSuchTensor(name: piece.source) }
+    private mutating func read(_ piece: Piece, region: Region, into offset: Int, count: Int) throws {
+        let reader = self.reader
         try block.withUnsafeMutableBytes { buffer in
-            try checkpoint.read(source, region: region, into: UnsafeMutableRawBufferPointer(rebasing: buffer[offset..<offset + count]))
+            try reader.read(piece.source, region: region, into: UnsafeMutableRawBufferPointer(rebasing: buffer[offset..<offset + count]))
         }
     }
 
     /// Reads `region` packed into scratch space, then copies its innermost rows to their places
     /// in the block (which has `blockShape` and holds output rows from the block's first row).
     private mutating func scatter(
-        _ piece: Piece, sources: [String: TensorInfo], region: Region, blockShape: [Int], firstRow: Int, elementSize: Int
+        _ piece: Piece, region: Region, blockShape: [Int], firstRow: Int, elementSize: Int
     ) throws {
-        guard let tensor = sources[piece.source] else { throw CheckpointError.noSuchTensor(name: piece.source) }
         let bytes = region.elementCount * elementSize
         if scratch.count < bytes { scratch = [UInt8](repeating: 0, count: bytes) }
+        let reader = self.reader
         try scratch.withUnsafeMutableBytes { buffer in
-            try checkpoint.read(tensor, region: region, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<bytes]))
+            try reader.read(piece.source, region: region, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<bytes]))
         }
         var at = piece.at
         at[0] = firstRow
@@ -93,5 +91,17 @@ struct TensorAssembler {
                 }
             }
         }
+    }
+}
+
+/// Reads a region of a named tensor: the source checkpoint when sharding, the shard files when
+/// merging back.
+protocol PieceReader: Sendable {
+    func read(_ name: String, region: Region, into buffer: UnsafeMutableRawBufferPointer) throws
+}
+
+extension Checkpoint: PieceReader {
+    func read(_ name: String, region: Region, into buffer: UnsafeMutableRawBufferPointer) throws {
+        try read(try tensor(name), region: region, into: buffer)
     }
 }

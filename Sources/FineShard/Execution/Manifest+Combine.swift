@@ -1,0 +1,68 @@
+import Foundation
+
+extension Manifest {
+    /// The manifests of an output folder: `manifest.json` when it exists, otherwise every partial
+    /// manifest of a `--ranks` fan-out (SPEC §5), sorted by name.
+    public static func load(folder: String) throws -> [Manifest] {
+        let full = (folder as NSString).appendingPathComponent(fileName)
+        if FileManager.default.fileExists(atPath: full) { return [try read(full)] }
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else {
+            throw CheckpointError.unreadable(file: folder, reason: "no such folder")
+        }
+        let partial = names.filter { isManifestName($0) && $0 != fileName }.sorted()
+        guard !partial.isEmpty else {
+            throw ManifestError.invalid(file: full, message: "the folder has no manifest.json and no manifest.ranks-*.json")
+        }
+        return try partial.map { try read((folder as NSString).appendingPathComponent($0)) }
+    }
+
+    /// Merges partial manifests into one, after checking that they share one plan fingerprint
+    /// and one list of copied files. With `requireAllRanks`, every rank of the world must be
+    /// covered exactly once; otherwise the ranks no manifest covers are returned.
+    public static func combine(_ parts: [Manifest], requireAllRanks: Bool) throws -> (Manifest, missing: [Int]) {
+        guard var combined = parts.first else { throw ManifestError.cannotCombine(message: "no partial manifests") }
+        for m in parts.dropFirst() {
+            guard m.planFingerprint == combined.planFingerprint else {
+                throw ManifestError.cannotCombine(
+                    message: "plan fingerprints differ (\(combined.planFingerprint.prefix(12))… vs \(m.planFingerprint.prefix(12))…): the parts come from different sources or options")
+            }
+            guard m.copied == combined.copied else {
+                throw ManifestError.cannotCombine(message: "the parts list different copied non-weight files")
+            }
+        }
+        var seen: [Int: Int] = [:]
+        for m in parts { for r in m.ranks { seen[r.rank, default: 0] += 1 } }
+        if let twice = seen.filter({ $0.value > 1 }).keys.sorted().first {
+            throw ManifestError.cannotCombine(message: "rank \(twice) is in more than one partial manifest")
+        }
+        let world = combined.parallel.dp * combined.parallel.tp
+        let missing = (0..<world).filter { seen[$0] == nil }
+        if requireAllRanks, !missing.isEmpty {
+            throw ManifestError.cannotCombine(message: "ranks \(RankList.describe(missing)) are in no partial manifest; run their shard tasks first")
+        }
+        combined.ranks = parts.flatMap(\.ranks).sorted { $0.rank < $1.rank }
+        // A source hash survives only where every part recorded the same one.
+        combined.source.files = combined.source.files.map { f in
+            var f = f
+            if parts.contains(where: { $0.source.files.first { $0.name == f.name }?.sha256 != f.sha256 }) { f.sha256 = nil }
+            return f
+        }
+        return (combined, missing)
+    }
+}
+
+/// Rank lists as users write them: `0-3,7`.
+public enum RankList {
+    public static func describe(_ ranks: [Int]) -> String {
+        var parts: [String] = []
+        var i = 0
+        let sorted = ranks.sorted()
+        while i < sorted.count {
+            var j = i
+            while j + 1 < sorted.count && sorted[j + 1] == sorted[j] + 1 { j += 1 }
+            parts.append(i == j ? "\(sorted[i])" : "\(sorted[i])-\(sorted[j])")
+            i = j + 1
+        }
+        return parts.joined(separator: ",")
+    }
+}
