@@ -7,12 +7,12 @@ Writes into OUT_DIR (emptied first):
   <defect>.safetensors   one broken safetensors file per header rule (SPEC §3)
   index_<defect>/        a folder with a broken model.safetensors.index.json or shard set
   folder_<defect>/       a folder of plain .safetensors files that conflict
-  h5_<defect>.h5         broken HDF5 input (needs h5py + hdf5plugin; skipped with a warning
+  h5_<defect>.h5         broken HDF5 input (h5_zstd_*: a first chunk that must fail to read) (needs h5py + hdf5plugin; skipped with a warning
                          when they are missing, e.g. outside ~/.cache/fineshard/venv)
   EXPECTED.json          {case name: a substring fineshard's error message must contain}
 
 `fineshard inspect OUT_DIR/<case>` must exit 2 for every case in EXPECTED.json. The
-h5_zstd_garbage_chunk.h5 case is not in EXPECTED.json: its header is valid (inspect reads headers
+h5_zstd_*.h5 cases are not in EXPECTED.json: its header is valid (inspect reads headers
 only), and the defect shows only when the chunk is read; BadInputTests reads it through the library.
 
 The million-entry header is not here (it is generated at test time). Deterministic: running twice
@@ -230,12 +230,9 @@ def index_cases(out):
                {"a": "sub/../../" + m1}, shards=two[:1])
     index_case(out, "shard_path_empty", "absolute paths and '..' are refused",
                {"a": ""}, shards=two[:1])
-    index_case(out, "shard_path_is_folder", "Is a directory",
+    index_case(out, "shard_path_is_folder", "is a folder, not a file",
                {"a": "sub"}, shards=[("sub/" + m1, [a])])
-    index_case(out, "shard_path_dot", "Is a directory", {"a": "."}, shards=two[:1])
-    # One file under two spellings: opened twice, so every tensor seems to be in two files.
-    index_case(out, "shard_path_two_spellings", "is in both",
-               {"a": "./" + m1, "b": m1}, shards=[(m1, [a, b])])
+    index_case(out, "shard_path_dot", "the folder itself", {"a": "."}, shards=two[:1])
     index_case(out, "not_json", "the index is not a JSON object", raw_index="weight_map = a", shards=two[:1])
     index_case(out, "truncated", "weight_map", raw_index='{"weight_map": {"a": ', shards=two[:1])
     index_case(out, "not_object", "the index is not a JSON object", raw_index="[]", shards=two[:1])
@@ -273,7 +270,7 @@ def folder_cases(out):
     name = "folder_subfolder_named_safetensors"
     folder = os.path.join(out, name)
     shard(folder, "x.safetensors/inner.safetensors", [("a", "F32", [2], 8)])
-    EXPECTED[name] = "Is a directory"
+    EXPECTED[name] = "is a folder, not a file"
     name = "folder_no_checkpoint"
     folder = os.path.join(out, name)
     os.makedirs(folder)
@@ -346,6 +343,31 @@ def hdf5_cases(out):
     with open(path, "r+b") as f:
         f.seek(offset)
         f.write(bytes((0xA5 ^ i) & 0xFF for i in range(size)))
+
+    # Well-formed zstd frames of the wrong size in place of the first chunk (1024 bytes): fewer
+    # bytes than the chunk, more, or a content size of 1 TiB. A skippable frame pads each to the
+    # stored chunk size. Like the garbage chunk, these show only on read (not in EXPECTED).
+    def rle_block(n, byte):
+        return struct.pack("<I", (n << 3) | (1 << 1) | 1)[:3] + bytes([byte])
+
+    magic = b"\x28\xb5\x2f\xfd"
+    frames = {
+        "h5_zstd_chunk_too_small.h5": magic + b"\x20\x04" + rle_block(4, 0x41),
+        "h5_zstd_chunk_too_large.h5": magic + b"\xa0" + struct.pack("<I", 65536) + rle_block(65536, 0x41),
+        "h5_zstd_chunk_declares_1tib.h5": magic + b"\xe0" + struct.pack("<Q", 1 << 40) + rle_block(4, 0x41),
+    }
+    for name, frame in frames.items():
+        path = os.path.join(out, name)
+        with new(path) as f:
+            f.create_dataset("w", data=data, chunks=(8, 32), **hdf5plugin.Zstd(clevel=3), **kw)
+        with h5py.File(path, "r") as f:
+            info = f["w"].id.get_chunk_info(0)
+            offset, size = info.byte_offset, info.size
+        pad = size - len(frame) - 8
+        assert pad >= 0, (name, size)
+        with open(path, "r+b") as f:
+            f.seek(offset)
+            f.write(frame + b"\x50\x2a\x4d\x18" + struct.pack("<I", pad) + bytes(pad))
 
 
 def main(out):

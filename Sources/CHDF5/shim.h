@@ -8,6 +8,8 @@
 
 #include <hdf5.h>
 #include <zstd.h>
+#include <stdio.h>
+#include <string.h>
 #include <string.h>
 
 static inline hid_t fs_H5P_DEFAULT(void) { return H5P_DEFAULT; }
@@ -70,9 +72,34 @@ static inline hid_t fs_create_bool_enum(void) {
 
 #define FS_ZSTD_FILTER_ID 32015
 
-/// Decompresses one zstd frame of unknown content size by streaming into a growing buffer.
+/// The size a decompressed chunk must have (the dataset's chunk bytes), set before each read
+/// under fineshard's HDF5 lock; 0 when unknown. libhdf5 does not check a filter's output size,
+/// so a frame that declares a wrong size would otherwise be accepted as data.
+/// The state lives in function-local statics (Swift does not emit a header's file-scope
+/// statics), and each Swift object file gets its own copy of a static inline function: call
+/// these, and register the filter, from one Swift file only (HDF5Library.swift).
+static inline size_t *fs_zstd_expected_slot(void) {
+    static size_t expected = 0;
+    return &expected;
+}
+
+/// Why the filter last failed, for the error fineshard throws (libhdf5 only says "filter failed").
+static inline char *fs_zstd_error_slot(void) {
+    static char message[256];
+    return message;
+}
+
+static inline void fs_zstd_expect(size_t bytes) {
+    *fs_zstd_expected_slot() = bytes;
+    fs_zstd_error_slot()[0] = 0;
+}
+
+static inline const char *fs_zstd_last_error(void) { return fs_zstd_error_slot(); }
+
+/// Decompresses one zstd frame of unknown content size by streaming into a growing buffer of at
+/// most `limit` bytes (0: no limit).
 /// Returns the decompressed size, or 0 on failure (with *out freed).
-static inline size_t fs_zstd_stream_decompress(const void *src, size_t srcSize, void **out) {
+static inline size_t fs_zstd_stream_decompress(const void *src, size_t srcSize, void **out, size_t limit) {
     ZSTD_DStream *ds = ZSTD_createDStream();
     if (ds == NULL) return 0;
     size_t cap = srcSize * 4 + 1024;
@@ -82,7 +109,10 @@ static inline size_t fs_zstd_stream_decompress(const void *src, size_t srcSize, 
     ZSTD_outBuffer ob = { dst, cap, 0 };
     for (;;) {
         size_t r = ZSTD_decompressStream(ds, &ob, &in);
-        if (ZSTD_isError(r)) break;
+        if (ZSTD_isError(r)) {
+            snprintf(fs_zstd_error_slot(), 256, "zstd: %s", ZSTD_getErrorName(r));
+            break;
+        }
         if (r == 0) {
             ZSTD_freeDStream(ds);
             *out = ob.dst;
@@ -90,6 +120,11 @@ static inline size_t fs_zstd_stream_decompress(const void *src, size_t srcSize, 
         }
         if (ob.pos == ob.size) {
             size_t newCap = ob.size * 2;
+            if (limit > 0 && ob.size >= limit) {
+                snprintf(fs_zstd_error_slot(), 256, "zstd: frame decodes to more than the %zu-byte chunk", limit);
+                break;
+            }
+            if (limit > 0 && newCap > limit) newCap = limit;
             void *bigger = H5resize_memory(ob.dst, newCap);
             if (bigger == NULL) break;
             ob.dst = bigger;
@@ -108,12 +143,25 @@ static inline size_t fs_zstd_stream_decompress(const void *src, size_t srcSize, 
 static inline size_t fs_zstd_filter(unsigned int flags, size_t cd_nelmts, const unsigned int cd_values[],
                                     size_t nbytes, size_t *buf_size, void **buf) {
     if (flags & H5Z_FLAG_REVERSE) {
+        size_t expected = *fs_zstd_expected_slot();
         unsigned long long n = ZSTD_getFrameContentSize(*buf, nbytes);
-        if (n == ZSTD_CONTENTSIZE_ERROR) return 0;
+        if (n == ZSTD_CONTENTSIZE_ERROR) {
+            snprintf(fs_zstd_error_slot(), 256, "zstd: the %zu-byte chunk is not a zstd frame", nbytes);
+            return 0;
+        }
+        if (n != ZSTD_CONTENTSIZE_UNKNOWN && expected > 0 && n != expected) {
+            snprintf(fs_zstd_error_slot(), 256, "zstd: frame declares %llu bytes but the chunk holds %zu", n, expected);
+            return 0;
+        }
         if (n == ZSTD_CONTENTSIZE_UNKNOWN) {
             void *out = NULL;
-            size_t got = fs_zstd_stream_decompress(*buf, nbytes, &out);
+            size_t got = fs_zstd_stream_decompress(*buf, nbytes, &out, expected);
             if (got == 0 || out == NULL) return 0;
+            if (expected > 0 && got != expected) {
+                snprintf(fs_zstd_error_slot(), 256, "zstd: frame decodes to %zu bytes but the chunk holds %zu", got, expected);
+                H5free_memory(out);
+                return 0;
+            }
             H5free_memory(*buf);
             *buf = out;
             *buf_size = got;
@@ -123,7 +171,11 @@ static inline size_t fs_zstd_filter(unsigned int flags, size_t cd_nelmts, const 
         void *out = H5allocate_memory(cap, 0);
         if (out == NULL) return 0;
         size_t r = ZSTD_decompress(out, (size_t)n, *buf, nbytes);
-        if (ZSTD_isError(r) || r != (size_t)n) { H5free_memory(out); return 0; }
+        if (ZSTD_isError(r) || r != (size_t)n) {
+            snprintf(fs_zstd_error_slot(), 256, "zstd: %s", ZSTD_isError(r) ? ZSTD_getErrorName(r) : "short frame");
+            H5free_memory(out);
+            return 0;
+        }
         H5free_memory(*buf);
         *buf = out;
         *buf_size = cap;

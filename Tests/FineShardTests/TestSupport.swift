@@ -131,3 +131,78 @@ let fineshardBinary: String = {
     url = URL(fileURLWithPath: Environment.root + "/.build/debug/fineshard")
     return url.path
 }()
+
+/// A synthetic Llama-family checkpoint built in code: config.json plus one safetensors file of
+/// seeded bf16 weights. `biases` adds Qwen2-style q/k/v biases; `tied` drops lm_head.
+func makeLlama(
+    in dir: String, heads: Int = 8, kvHeads: Int = 2, headDim: Int = 8, hidden: Int = 64, intermediate: Int = 96,
+    vocab: Int = 130, layers: Int = 2, tied: Bool = false, biases: Bool = false, seed: UInt64 = 1
+) throws {
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    var specs: [TensorSpec] = [TensorSpec(name: "model.embed_tokens.weight", dtype: .bf16, shape: [vocab, hidden])]
+    if !tied { specs.append(TensorSpec(name: "lm_head.weight", dtype: .bf16, shape: [vocab, hidden])) }
+    specs.append(TensorSpec(name: "model.norm.weight", dtype: .bf16, shape: [hidden]))
+    for l in 0..<layers {
+        let p = "model.layers.\(l)."
+        specs += [
+            TensorSpec(name: p + "input_layernorm.weight", dtype: .bf16, shape: [hidden]),
+            TensorSpec(name: p + "post_attention_layernorm.weight", dtype: .bf16, shape: [hidden]),
+            TensorSpec(name: p + "self_attn.q_proj.weight", dtype: .bf16, shape: [heads * headDim, hidden]),
+            TensorSpec(name: p + "self_attn.k_proj.weight", dtype: .bf16, shape: [kvHeads * headDim, hidden]),
+            TensorSpec(name: p + "self_attn.v_proj.weight", dtype: .bf16, shape: [kvHeads * headDim, hidden]),
+            TensorSpec(name: p + "self_attn.o_proj.weight", dtype: .bf16, shape: [hidden, heads * headDim]),
+            TensorSpec(name: p + "mlp.gate_proj.weight", dtype: .bf16, shape: [intermediate, hidden]),
+            TensorSpec(name: p + "mlp.up_proj.weight", dtype: .bf16, shape: [intermediate, hidden]),
+            TensorSpec(name: p + "mlp.down_proj.weight", dtype: .bf16, shape: [hidden, intermediate]),
+        ]
+        if biases {
+            specs += [
+                TensorSpec(name: p + "self_attn.q_proj.bias", dtype: .bf16, shape: [heads * headDim]),
+                TensorSpec(name: p + "self_attn.k_proj.bias", dtype: .bf16, shape: [kvHeads * headDim]),
+                TensorSpec(name: p + "self_attn.v_proj.bias", dtype: .bf16, shape: [kvHeads * headDim]),
+            ]
+        }
+    }
+    // Small normal-ish bf16 values: the top half of floats near N(0, 0.05), norms near 1.
+    var g = SeededGenerator(seed: seed)
+    let tensors = specs.map { spec -> (TensorSpec, [UInt8]) in
+        let count = spec.shape.reduce(1, *)
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(count * 2)
+        for _ in 0..<count {
+            let value: Float = spec.name.hasSuffix("norm.weight") ? 1 + Float.random(in: -0.1...0.1, using: &g) : Float.random(in: -0.08...0.08, using: &g)
+            let bits = UInt16(value.bitPattern >> 16)
+            bytes.append(UInt8(bits & 0xFF))
+            bytes.append(UInt8(bits >> 8))
+        }
+        return (spec, bytes)
+    }
+    try writeSafetensors((dir as NSString).appendingPathComponent("model.safetensors"), tensors, metadata: ["format": "pt"])
+    let config: [String: Any] = [
+        "architectures": [biases ? "Qwen2ForCausalLM" : "LlamaForCausalLM"], "model_type": biases ? "qwen2" : "llama",
+        "hidden_size": hidden, "intermediate_size": intermediate, "num_attention_heads": heads, "num_key_value_heads": kvHeads,
+        "head_dim": headDim, "num_hidden_layers": layers, "vocab_size": vocab, "tie_word_embeddings": tied,
+        "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "hidden_act": "silu", "max_position_embeddings": 64,
+    ]
+    try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys, .prettyPrinted])
+        .write(to: URL(fileURLWithPath: (dir as NSString).appendingPathComponent("config.json")))
+}
+
+/// The fine-grained config JSON for `--additional-config`.
+func finegrained(embedding: Int = 0, lmHead: Int = 0, oProj: Int = 0, mlp: Int = 0) -> String {
+    #"{"finegrained_tp_config": {"embedding_tensor_parallel_size": \#(embedding), "lmhead_tensor_parallel_size": \#(lmHead), "oproj_tensor_parallel_size": \#(oProj), "mlp_tensor_parallel_size": \#(mlp)}}"#
+}
+
+/// Every regular file under `dir` with its contents, for byte-identity checks.
+func folderContents(_ dir: String) throws -> [String: Data] {
+    var out: [String: Data] = [:]
+    let walker = FileManager.default.enumerator(atPath: dir)!
+    while let item = walker.nextObject() as? String {
+        var isDirectory: ObjCBool = false
+        let full = (dir as NSString).appendingPathComponent(item)
+        if FileManager.default.fileExists(atPath: full, isDirectory: &isDirectory), !isDirectory.boolValue {
+            out[item] = try Data(contentsOf: URL(fileURLWithPath: full))
+        }
+    }
+    return out
+}

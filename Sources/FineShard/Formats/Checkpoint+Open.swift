@@ -68,15 +68,22 @@ extension Checkpoint {
         let indexPath = (root as NSString).appendingPathComponent(indexFileName)
         let data = try OpenFile.forReading(indexPath)
         let bytes = try data.read(count: try data.size(), at: 0)
-        let weightMap = try IndexParser.weightMap(bytes, fileName: indexFileName)
-        guard !weightMap.isEmpty else { throw CheckpointError.invalidIndex(file: indexFileName, message: "the weight_map names no tensors") }
+        let parsed = try IndexParser.weightMap(bytes, fileName: indexFileName)
+        guard !parsed.isEmpty else { throw CheckpointError.invalidIndex(file: indexFileName, message: "the weight_map names no tensors") }
         var files: [String] = []
-        for (tensor, file) in weightMap {
-            let components = file.split(separator: "/", omittingEmptySubsequences: false)
-            guard !file.hasPrefix("/"), !file.isEmpty, !components.contains(".."), !file.contains("\0") else {
+        var weightMap: [(String, String)] = []
+        for (tensor, raw) in parsed {
+            let components = raw.split(separator: "/", omittingEmptySubsequences: false)
+            guard !raw.hasPrefix("/"), !raw.isEmpty, !components.contains(".."), !raw.contains("\0") else {
                 throw CheckpointError.invalidIndex(
-                    file: indexFileName, message: "tensor '\(tensor)' is mapped to '\(file)', which is not a file inside the checkpoint folder (absolute paths and '..' are refused)")
+                    file: indexFileName, message: "tensor '\(tensor)' is mapped to '\(raw)', which is not a file inside the checkpoint folder (absolute paths and '..' are refused)")
             }
+            // "./a.safetensors" and "a.safetensors" name one file.
+            let file = components.filter { $0 != "." && !$0.isEmpty }.joined(separator: "/")
+            guard !file.isEmpty else {
+                throw CheckpointError.invalidIndex(file: indexFileName, message: "tensor '\(tensor)' is mapped to '\(raw)', which is the folder itself")
+            }
+            weightMap.append((tensor, file))
             if !files.contains(file) { files.append(file) }
         }
         files.sort()

@@ -42,8 +42,8 @@ public final class Checkpoint: Sendable {
         var byName: [String: Int] = [:]
         for (i, t) in self.tensors.enumerated() {
             if let j = byName.updateValue(i, forKey: t.name) {
-                throw CheckpointError.invalidIndex(
-                    file: t.file, message: "tensor '\(t.name)' is in both \(self.tensors[j].file) and \(t.file)")
+                throw CheckpointError.notACheckpoint(
+                    path: root, reason: "tensor '\(t.name)' is in both \(self.tensors[j].file) and \(t.file)")
             }
         }
         self.byName = byName

@@ -7,13 +7,14 @@ import Synchronization
 
 /// The test-only fault hook of SPEC §7. `FINESHARD_FAULT=stage:count:action` makes the process fail
 /// at a deterministic point: at the `count`-th event of `stage` it either kills itself with SIGKILL
-/// (`kill`) or fails that I/O call with ENOSPC (`enospc`). Ignored unless the variable is set.
+/// (`kill`), sends itself SIGTERM as a scheduler's cancel would (`term`), or fails that I/O call
+/// with ENOSPC (`enospc`). Ignored unless the variable is set.
 ///
 /// Stages: `write` (a pwrite call), `piece` (a plan piece written by the executor), `file`
 /// (an output file completed, before its rename).
 public final class FaultInjector: Sendable {
     public enum Stage: String, Sendable { case write, piece, file }
-    enum Action: String { case kill, enospc }
+    enum Action: String { case kill, term, enospc }
 
     public static let shared = FaultInjector(spec: getenv("FINESHARD_FAULT").map { String(cString: $0) })
 
@@ -40,6 +41,10 @@ public final class FaultInjector: Sendable {
         guard n == count else { return }
         switch action {
         case .kill: kill(getpid(), SIGKILL)
+        case .term:
+            kill(getpid(), SIGTERM)
+            // The signal handler removes temporary files and exits; wait for it here.
+            while true { sleep(1) }
         case .enospc:
             throw CheckpointError.io(file: path, operation: "write", reason: String(cString: strerror(ENOSPC)))
         }

@@ -60,6 +60,10 @@ enum HDF5Library {
         return status
     }
 
+    /// Tells the zstd filter how many bytes every chunk of the next read must decode to (0:
+    /// unknown). Lives here because the filter's state is per Swift object file (see shim.h).
+    static func expectChunkBytes(_ bytes: Int) { fs_zstd_expect(bytes) }
+
     /// The error for a failed HDF5 call: `message` plus libhdf5's error stack of this thread,
     /// which is then cleared. Call it right after the failing call, holding the lock.
     static func failure(file: String, _ message: String) -> CheckpointError {
@@ -78,7 +82,8 @@ enum HDF5Library {
             _ = H5Ewalk2(fs_H5E_DEFAULT(), H5E_WALK_DOWNWARD, walker, UnsafeMutableRawPointer(pointer))
         }
         H5Eclear2(fs_H5E_DEFAULT())
-        return .hdf5(file: file, message: message, stack: lines.joined(separator: "; "))
+        let zstd = String(cString: fs_zstd_last_error())
+        return .hdf5(file: file, message: zstd.isEmpty ? message : "\(message): \(zstd)", stack: lines.joined(separator: "; "))
     }
 
     private static func errorMessage(_ id: hid_t) -> String {

@@ -92,6 +92,11 @@ public final class HDF5Reader: @unchecked Sendable {
                 throw CheckpointError.hdf5(
                     file: fileName, message: "\(what): no native type of \(info.dtype.size) bytes", stack: "")
             }
+            // The zstd filter checks every chunk decodes to exactly the dataset's chunk size.
+            let creation = try HDF5ID(H5Dget_create_plist(dataset.raw), file: fileName, what)
+            var chunk = [hsize_t](repeating: 0, count: max(info.shape.count, 1))
+            let chunkRank = H5Pget_layout(creation.raw) == H5D_CHUNKED ? H5Pget_chunk(creation.raw, Int32(chunk.count), &chunk) : 0
+            HDF5Library.expectChunkBytes(chunkRank > 0 ? chunk[0..<Int(chunkRank)].reduce(1) { $0 * Int($1) } * H5Tget_size(fileType.raw) : 0)
             if info.shape.isEmpty {
                 let memorySpace = try HDF5ID(H5Screate(H5S_SCALAR), file: fileName, what)
                 try HDF5Library.check(

@@ -161,7 +161,7 @@ public final class HDF5Writer: TensorFileWriter {
         }
         TemporaryFiles.shared.unregister(temporary)
         let folder = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
-        try OpenFile.forReading(folder.isEmpty ? "/" : folder).sync()
+        try OpenFile.folder(folder.isEmpty ? "/" : folder).sync()
         return try Self.digest(of: path)
     }
 

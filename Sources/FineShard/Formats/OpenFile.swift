@@ -30,10 +30,25 @@ public final class OpenFile: @unchecked Sendable {
 
     static func errorText(_ code: Int32) -> String { String(cString: strerror(code)) }
 
-    /// open(2) for reading. A missing or unreadable file is bad input (exit 2).
+    /// open(2) for reading a regular file. A missing, unreadable or special file (a folder, a
+    /// FIFO, a device) is bad input (exit 2); `O_NONBLOCK` keeps a FIFO from blocking the open.
     public static func forReading(_ path: String) throws -> OpenFile {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw CheckpointError.unreadable(file: path, reason: errorText(errno)) }
+        let file = OpenFile(path: path, fd: fd)
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw CheckpointError.unreadable(file: path, reason: errorText(errno)) }
+        switch st.st_mode & S_IFMT {
+        case S_IFREG: return file
+        case S_IFDIR: throw CheckpointError.unreadable(file: path, reason: "is a folder, not a file")
+        default: throw CheckpointError.unreadable(file: path, reason: "is not a regular file (a FIFO, socket or device)")
+        }
+    }
+
+    /// open(2) of a folder, to fsync(2) it after a rename so the new name is durable.
+    public static func folder(_ path: String) throws -> OpenFile {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_DIRECTORY)
+        guard fd >= 0 else { throw CheckpointError.io(file: path, operation: "open folder", reason: errorText(errno)) }
         return OpenFile(path: path, fd: fd)
     }
 

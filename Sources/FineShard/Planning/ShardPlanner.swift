@@ -53,6 +53,9 @@ public struct ShardPlanner {
         if p.vocabPadding < 1 { problem("--vocab-padding must be at least 1, is \(p.vocabPadding)") }
         if p.maxFileSize < 1 { problem("--max-file-size must be at least 1 byte, is \(p.maxFileSize)") }
         guard problems.isEmpty else { return }
+        for c in Component.allCases where p.finegrained[c] < 0 {
+            problem("\(Self.optionName(c)) must be 0 (follow --tp) or a group size, is \(p.finegrained[c])")
+        }
         for c in Component.allCases where p.finegrained[c] > 0 {
             let g = p.finegrained[c]
             if g > p.dp || p.dp % g != 0 {
@@ -74,8 +77,13 @@ public struct ShardPlanner {
         if p.layout == .vllm, model.facts.family != .llama {
             problem("--layout vllm covers the Llama family (Llama, Mistral, Qwen2, Qwen3) for now; this model is \(model.facts.architecture)")
         }
-        if p.layout == .vllm, model.facts.tieWordEmbeddings, topology.size(.fineGrained(.embedding)) != topology.size(.fineGrained(.lmHead)) {
-            problem("--layout vllm with tied embeddings writes one table (lm_head.weight, as vLLM's _filter_subtensors keeps), so the embedding and lm_head group sizes must match: \(topology.size(.fineGrained(.embedding))) vs \(topology.size(.fineGrained(.lmHead)))")
+        if p.layout == .vllm, model.facts.tieWordEmbeddings, problems.isEmpty,
+            (0..<topology.worldSize).contains(where: { r in
+                topology.size(.fineGrained(.embedding)) != topology.size(.fineGrained(.lmHead))
+                    || topology.index(.fineGrained(.embedding), rank: r) != topology.index(.fineGrained(.lmHead), rank: r)
+            })
+        {
+            problem("--layout vllm with tied embeddings writes one table per rank (lm_head.weight, the key vLLM's _filter_subtensors keeps), so every rank needs the same embedding and lm_head shard: \(option(.fineGrained(.embedding))) and \(option(.fineGrained(.lmHead))) give different ones")
         }
     }
 

@@ -39,8 +39,16 @@ extension Verifier {
                 continue
             }
             let pieces = holders[spec.name] ?? []
-            if let problem = coverageProblem(spec, pieces.map(\.piece.region)) {
+            // Each output tensor family cuts the source on its own (a tied lm_head is cut from the
+            // embedding table with the lm_head group), so each must tile it.
+            let families = Dictionary(grouping: pieces, by: \.tensor.name)
+            if families.isEmpty, let problem = coverageProblem(spec, []) {
                 differences.append(.init(kind: .coverage, message: problem, tensor: spec.name))
+            }
+            for (output, family) in families.sorted(by: { $0.key < $1.key }) {
+                if let problem = coverageProblem(spec, family.map(\.piece.region)) {
+                    differences.append(.init(kind: .coverage, message: problem + " (as '\(output)')", tensor: spec.name))
+                }
             }
             for h in pieces {
                 if let d = compare(h, source: info, sourceCheckpoint: source, shards: shards) {
