@@ -15,7 +15,7 @@ struct Fineshard: ParsableCommand {
             3 I/O failure while running, 130/143 stopped by SIGINT/SIGTERM.
             """,
         version: FineShard.version,
-        subcommands: [Inspect.self, Plan.self, Shard.self, Verify.self, Merge.self, ManifestCommand.self]
+        subcommands: [Inspect.self, Plan.self, Shard.self, Verify.self, Merge.self, ForwardCheck.self, ManifestCommand.self]
     )
 }
 

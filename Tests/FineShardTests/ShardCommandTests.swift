@@ -19,6 +19,12 @@ enum Models {
         try! makeLlama(in: dir, heads: 8, kvHeads: 2, headDim: 8, hidden: 64, intermediate: 96, vocab: 130, biases: true)
         return dir
     }()
+    /// A tied-embedding Llama (no lm_head tensor).
+    static let tied: String = {
+        let dir = NSTemporaryDirectory() + "fineshard-tied-\(getpid())"
+        try! makeLlama(in: dir, heads: 4, kvHeads: 4, headDim: 16, hidden: 64, intermediate: 128, vocab: 200, tied: true)
+        return dir
+    }()
 }
 
 let shardCases: [ShardCase] = [
@@ -32,6 +38,8 @@ let shardCases: [ShardCase] = [
     ShardCase(model: "replicated", arguments: ["--dp", "1", "--tp", "8", "--layout", "vllm", "--format", "hdf5"]),
     ShardCase(model: "replicated", arguments: ["--dp", "2", "--tp", "4", "--additional-config", finegrained(embedding: 2, lmHead: 2, mlp: 2), "--layout", "vllm"]),
     ShardCase(model: "replicated", arguments: ["--dp", "8", "--additional-config", finegrained(embedding: 8, lmHead: 4, oProj: 8, mlp: 8)]),
+    ShardCase(model: "tied", arguments: ["--dp", "4", "--additional-config", finegrained(embedding: 2, lmHead: 4)]),
+    ShardCase(model: "tied", arguments: ["--dp", "2", "--tp", "2", "--layout", "vllm"]),
     ShardCase(model: "minilm", arguments: ["--dp", "1", "--tp", "4"]),
     ShardCase(model: "minilm", arguments: ["--dp", "4", "--additional-config", finegrained(embedding: 2, oProj: 2, mlp: 4), "--format", "hdf5"]),
     ShardCase(model: "minilm", arguments: ["--dp", "2", "--tp", "2", "--additional-config", finegrained(mlp: 2)]),
@@ -42,6 +50,7 @@ func modelPath(_ name: String) -> String? {
     case "fixture": Models.fixture
     case "fixture-h5": Models.fixtureH5
     case "replicated": Models.replicated
+    case "tied": Models.tied
     default: Environment.minilm.map { $0 + "/model.safetensors" }
     }
 }

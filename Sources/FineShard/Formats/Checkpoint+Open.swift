@@ -72,7 +72,12 @@ extension Checkpoint {
         guard !parsed.isEmpty else { throw CheckpointError.invalidIndex(file: indexFileName, message: "the weight_map names no tensors") }
         var files: [String] = []
         var weightMap: [(String, String)] = []
+        var normalized: [String: String] = [:]
         for (tensor, raw) in parsed {
+            if let file = normalized[raw] {
+                weightMap.append((tensor, file))
+                continue
+            }
             let components = raw.split(separator: "/", omittingEmptySubsequences: false)
             guard !raw.hasPrefix("/"), !raw.isEmpty, !components.contains(".."), !raw.contains("\0") else {
                 throw CheckpointError.invalidIndex(
@@ -83,6 +88,7 @@ extension Checkpoint {
             guard !file.isEmpty else {
                 throw CheckpointError.invalidIndex(file: indexFileName, message: "tensor '\(tensor)' is mapped to '\(raw)', which is the folder itself")
             }
+            normalized[raw] = file
             weightMap.append((tensor, file))
             if !files.contains(file) { files.append(file) }
         }
@@ -92,14 +98,15 @@ extension Checkpoint {
             throw CheckpointError.invalidIndex(file: indexFileName, message: "shard file '\(file)' (of tensor '\(tensor)') does not exist")
         }
         let checkpoint = try open(root: root, files: files, format: .safetensors, maxTensors: maxTensors)
-        var mapped = Set<String>()
         for (tensor, file) in weightMap {
-            mapped.insert(tensor)
             guard let info = try? checkpoint.tensor(tensor), info.file == file else {
                 throw CheckpointError.invalidIndex(file: indexFileName, message: "tensor '\(tensor)' is mapped to '\(file)', which does not contain it")
             }
         }
-        if let extra = checkpoint.tensors.first(where: { !mapped.contains($0.name) }) {
+        // Names in the map are distinct and all found, so equal counts mean nothing is unlisted.
+        if checkpoint.tensors.count != weightMap.count,
+            let extra = checkpoint.tensors.first(where: { [mapped = Set(weightMap.map(\.0))] in !mapped.contains($0.name) })
+        {
             throw CheckpointError.invalidIndex(
                 file: indexFileName, message: "tensor '\(extra.name)' is in '\(extra.file)' but the index does not list it")
         }

@@ -37,7 +37,7 @@ public final class Checkpoint: Sendable {
         self.root = root
         self.format = format
         self.files = files
-        self.tensors = tensors.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+        self.tensors = tensors.sortedByName()
         self.readers = readers
         var byName: [String: Int] = [:]
         for (i, t) in self.tensors.enumerated() {

@@ -52,7 +52,7 @@ public final class HDF5Reader: @unchecked Sendable {
             }
         }
         self.file = file
-        self.tensors = tensors.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+        self.tensors = tensors.sorted { $0.name.utf8Precedes($1.name) }
         self.datasetPaths = paths
         self.byName = Dictionary(uniqueKeysWithValues: tensors.map { ($0.name, $0) })
     }

@@ -86,7 +86,7 @@ public final class HDF5Writer: TensorFileWriter {
         self.path = path
         self.temporary = temporaryPath(for: path)
         self.compressionLevel = compressionLevel
-        self.order = tensors.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+        self.order = tensors.sorted { $0.name.utf8Precedes($1.name) }
         func invalid(_ message: String) -> CheckpointError { .hdf5(file: path, message: message, stack: "") }
         guard (Int(ZSTD_minCLevel())...Int(ZSTD_maxCLevel())).contains(compressionLevel) else {
             throw invalid(

@@ -114,10 +114,10 @@ public struct SafetensorsHeader: Sendable {
             entries.append((t.name, "{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + size)]}"))
             offset += size
         }
-        entries.sort { $0.0.utf8.lexicographicallyPrecedes($1.0.utf8) }
+        entries.sort { $0.0.utf8Precedes($1.0) }
         var json = "{"
         if let metadata {
-            let pairs = metadata.sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
+            let pairs = metadata.sorted { $0.key.utf8Precedes($1.key) }
                 .map { "\(jsonString($0.key)):\(jsonString($0.value))" }
             json += "\"__metadata__\":{\(pairs.joined(separator: ","))}"
             if !entries.isEmpty { json += "," }
@@ -135,6 +135,7 @@ public struct SafetensorsHeader: Sendable {
 
     /// A JSON string literal, escaping what JSON requires.
     static func jsonString(_ s: String) -> String {
+        if !s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) { return "\"" + s + "\"" }
         var out = "\""
         for scalar in s.unicodeScalars {
             switch scalar {

@@ -21,7 +21,7 @@ public final class SafetensorsWriter: TensorFileWriter {
     public init(path: String, tensors: [TensorSpec], metadata: [String: String]? = nil, bufferSize: Int = 8 << 20) throws {
         self.path = path
         self.order = tensors.sorted {
-            $0.dtype != $1.dtype ? $0.dtype < $1.dtype : $0.name.utf8.lexicographicallyPrecedes($1.name.utf8)
+            $0.dtype != $1.dtype ? $0.dtype < $1.dtype : $0.name.utf8Precedes($1.name)
         }
         self.bufferLimit = bufferSize
         let header = SafetensorsHeader.encode(order.map { ($0.name, $0.dtype, $0.shape) }, metadata: metadata)

@@ -1,3 +1,5 @@
+import Foundation
+
 /// One tensor of a checkpoint: what it is and where its bytes live.
 public struct TensorInfo: Sendable, Hashable, Codable {
     /// The tensor's name as the checkpoint spells it (`model.layers.0.self_attn.o_proj.weight`).
@@ -22,4 +24,28 @@ public struct TensorInfo: Sendable, Hashable, Codable {
     /// so this cannot overflow.
     public var elementCount: Int { shape.reduce(1, *) }
     public var byteCount: Int { elementCount * dtype.size }
+}
+
+extension Array where Element == TensorInfo {
+    /// Sorted by name (UTF-8 byte order); checks first, since callers usually pass sorted tables.
+    func sortedByName() -> [TensorInfo] {
+        let before = { (a: TensorInfo, b: TensorInfo) in a.name.utf8Precedes(b.name) }
+        return zip(self, dropFirst()).allSatisfy { before($0, $1) } ? self : sorted(by: before)
+    }
+}
+
+extension String {
+    /// Byte-wise UTF-8 order (memcmp), the order fineshard sorts names in: deterministic and
+    /// fast on the hundreds of thousands of names of a large checkpoint.
+    public func utf8Precedes(_ other: String) -> Bool {
+        var a = self
+        var b = other
+        return a.withUTF8 { x in
+            b.withUTF8 { y in
+                let n = min(x.count, y.count)
+                let c = n == 0 ? 0 : memcmp(x.baseAddress!, y.baseAddress!, n)
+                return c != 0 ? c < 0 : x.count < y.count
+            }
+        }
+    }
 }

@@ -98,17 +98,31 @@ public struct ShardPlan: Sendable {
     /// Things that were ignored (unknown `--additional-config` keys).
     public let notes: [String]
 
-    /// SHA-256 of the canonical JSON of (source tensor table, model facts, parallel configuration).
+    /// SHA-256 of the canonical JSON of (source tensor table, model facts, parallel configuration):
+    /// `{"model":…,"parallel":…,"sources":[{"dtype":…,"file":…,"name":…,"offset":…,"shape":[…]},…]}`
+    /// with sorted keys and no spaces. The tensor table is serialized by hand: it can hold
+    /// hundreds of thousands of entries, and a generic encoder would take seconds.
     public var fingerprint: String {
-        struct Canonical: Encodable {
-            var sources: [TensorInfo]
-            var model: ModelFacts
-            var parallel: ParallelConfig
-        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let data = try! encoder.encode(Canonical(sources: sources, model: model, parallel: parallel))
-        return SHA256.hash(data: data).hexString
+        var hasher = SHA256()
+        hasher.update(data: Data(#"{"model":"#.utf8))
+        hasher.update(data: try! encoder.encode(model))
+        hasher.update(data: Data(#","parallel":"#.utf8))
+        hasher.update(data: try! encoder.encode(parallel))
+        hasher.update(data: Data(#","sources":["#.utf8))
+        var chunk = ""
+        for (i, t) in sources.enumerated() {
+            if i > 0 { chunk += "," }
+            chunk += #"{"dtype":"\#(t.dtype.rawValue)","file":\#(SafetensorsHeader.jsonString(t.file)),"name":\#(SafetensorsHeader.jsonString(t.name)),"#
+            chunk += #""offset":\#(t.offset.map(String.init) ?? "null"),"shape":[\#(t.shape.map(String.init).joined(separator: ","))]}"#
+            if chunk.utf8.count > 1 << 16 {
+                hasher.update(data: Data(chunk.utf8))
+                chunk = ""
+            }
+        }
+        hasher.update(data: Data((chunk + "]}").utf8))
+        return hasher.finalize().hexString
     }
 
     /// The file extension of the output format.

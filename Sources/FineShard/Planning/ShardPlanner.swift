@@ -13,7 +13,7 @@ public struct ShardPlanner {
         sources: [TensorInfo], model: Model, parallel: ParallelConfig, strict: Bool = false, notes: [String] = []
     ) throws -> ShardPlan {
         var planner = ShardPlanner(
-            sources: sources.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }, model: model, parallel: parallel,
+            sources: sources.sortedByName(), model: model, parallel: parallel,
             topology: RankTopology(dp: parallel.dp, tp: parallel.tp, finegrained: parallel.finegrained))
         planner.validateConfiguration()
         guard planner.problems.isEmpty else { throw PlanError.invalidConfiguration(problems: planner.problems) }
@@ -165,7 +165,11 @@ public struct ShardPlanner {
             }
             rules.append(tied)
         }
-        return rules.sorted { ($0.output.utf8.lexicographicallyPrecedes($1.output.utf8)) || ($0.output == $1.output && $0.fusionIndex < $1.fusionIndex) }
+        func before(_ a: TensorRule, _ b: TensorRule) -> Bool {
+            a.output == b.output ? a.fusionIndex < b.fusionIndex : a.output.utf8Precedes(b.output)
+        }
+        // Rules come out in source order, which is already output order unless names were fused or a head tied.
+        return zip(rules, rules.dropFirst()).allSatisfy { before($0, $1) } ? rules : rules.sorted(by: before)
     }
 
     /// The name of a tied lm_head: GPT-2 and BERT-style prefixes aside, Hugging Face's `lm_head.weight`.

@@ -19,11 +19,21 @@ public struct Merger: Sendable {
 
     /// The dense tensors as plans over the shards: a piece per distinct source region, reading
     /// the shard tensor's box at `at` into the source position.
+    /// A source tensor may feed several output families (a tied lm_head is cut from the embedding
+    /// with its own group size); one family is enough, preferably the one that keeps its name.
     static func densePlan(_ manifest: Manifest) -> [PlannedTensor] {
+        var family: [String: String] = [:]
+        for r in manifest.ranks {
+            for t in r.tensors {
+                for p in t.pieces where family[p.source] == nil || (t.name == p.source && family[p.source] != p.source) {
+                    family[p.source] = t.name
+                }
+            }
+        }
         var pieces: [String: [Region: Piece]] = [:]
         for r in manifest.ranks {
             for t in r.tensors {
-                for p in t.pieces where pieces[p.source]?[p.region] == nil {
+                for p in t.pieces where family[p.source] == t.name && pieces[p.source]?[p.region] == nil {
                     let box = Region(zip(p.at, p.region.shape).map { $0..<$0 + $1 })
                     pieces[p.source, default: [:]][p.region] = Piece(
                         source: ShardSet.key(file: t.file, name: t.name), region: box, at: p.region.ranges.map(\.lowerBound))

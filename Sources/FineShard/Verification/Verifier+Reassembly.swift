@@ -14,6 +14,11 @@ extension Verifier {
         var differences: [VerifyReport.Difference] = []
         var holders: [String: [Holder]] = [:]
         var usable: [(Int, PlannedTensor)] = []
+        // Coverage is a property of the manifest alone: every piece counts, readable or not.
+        var planned: [String: [Holder]] = [:]
+        for r in manifest.ranks {
+            for t in r.tensors { for p in t.pieces { planned[p.source, default: []].append(Holder(rank: r.rank, tensor: t, piece: p)) } }
+        }
         for r in manifest.ranks {
             for t in r.tensors where !broken.contains(t.file) {
                 do {
@@ -41,7 +46,7 @@ extension Verifier {
             let pieces = holders[spec.name] ?? []
             // Each output tensor family cuts the source on its own (a tied lm_head is cut from the
             // embedding table with the lm_head group), so each must tile it.
-            let families = Dictionary(grouping: pieces, by: \.tensor.name)
+            let families = Dictionary(grouping: planned[spec.name] ?? [], by: \.tensor.name)
             if families.isEmpty, let problem = coverageProblem(spec, []) {
                 differences.append(.init(kind: .coverage, message: problem, tensor: spec.name))
             }
