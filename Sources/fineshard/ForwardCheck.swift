@@ -21,8 +21,10 @@ struct ForwardCheck: ParsableCommand {
 
             Example:
               fineshard shard fixtures/tiny-llama -o out --dp 4 \\
-                --additional-config '{"finegrained_tp_config": {"mlp_tensor_parallel_size": 2}}'
-              fineshard forward-check out --source fixtures/tiny-llama --tokens '1,2,3;4,5,6;7,8;9'
+                --additional-config '{"finegrained_tp_config":
+                  {"mlp_tensor_parallel_size": 2}}'
+              fineshard forward-check out --source fixtures/tiny-llama \\
+                --tokens '1,2,3;4,5,6;7,8;9'
             """
     )
 

@@ -11,8 +11,11 @@ struct Plan: ParsableCommand {
 
             Example (the seed's DeepSeek-R1 decode configuration):
               fineshard plan DeepSeek-R1/ --dp 32 --enable-expert-parallel \\
-                --additional-config '{"finegrained_tp_config": {"embedding_tensor_parallel_size": 8,
-                  "lmhead_tensor_parallel_size": 8, "oproj_tensor_parallel_size": 8, "mlp_tensor_parallel_size": 8}}'
+                --additional-config @finegrained.json
+            where finegrained.json holds the JSON given to vLLM:
+              {"finegrained_tp_config": {"embedding_tensor_parallel_size": 8,
+                "lmhead_tensor_parallel_size": 8, "oproj_tensor_parallel_size": 8,
+                "mlp_tensor_parallel_size": 8}}
             """
     )
 

@@ -12,8 +12,9 @@ struct Shard: ParsableCommand {
 
             Example (all-DP 4, every fine-grained size 2):
               fineshard shard fixtures/tiny-llama -o out --dp 4 \\
-                --additional-config '{"finegrained_tp_config": {"embedding_tensor_parallel_size": 2,
-                  "lmhead_tensor_parallel_size": 2, "oproj_tensor_parallel_size": 2, "mlp_tensor_parallel_size": 2}}'
+                --additional-config '{"finegrained_tp_config": {
+                  "embedding_tensor_parallel_size": 2, "lmhead_tensor_parallel_size": 2,
+                  "oproj_tensor_parallel_size": 2, "mlp_tensor_parallel_size": 2}}'
             """
     )
 
