@@ -41,6 +41,14 @@ public final class ShardExecutor: @unchecked Sendable {
         for record in try write(toWrite) { records[record.rank] = record }
         let copied = try copyNonWeightFiles()
         let hashes = try sourceHashes.wait()
+        // A source rewritten underneath leaves shards that match neither version: no manifest, and
+        // no journal entries that --resume would trust.
+        do {
+            try checkpoint.checkUnchanged()
+        } catch {
+            for r in toWrite { unlink(JournalEntry.path(out, rank: r.rank)) }
+            throw error
+        }
 
         let manifest = Manifest(
             schema: Manifest.schemaName, tool: .init(name: "fineshard", version: FineShard.version), planFingerprint: fingerprint,

@@ -31,6 +31,8 @@ public final class Checkpoint: Sendable {
     /// Files and folders of `root` that are not weights (config, tokenizer…), relative, sorted.
     public let nonWeightFiles: [String]
     private let byName: [String: Int]
+    /// Size, modification time and inode of every weight file when it was opened.
+    private let identities: [String: OpenFile.Identity]
     private let readers: [String: any TensorStore]
 
     init(root: String, format: CheckpointFormat, files: [File], tensors: [TensorInfo], readers: [String: any TensorStore], weightNames: Set<String>) throws {
@@ -47,9 +49,22 @@ public final class Checkpoint: Sendable {
             }
         }
         self.byName = byName
+        self.identities = try Dictionary(uniqueKeysWithValues: files.map { ($0.name, try OpenFile.identity(of: (root as NSString).appendingPathComponent($0.name))) })
         let configPath = (root as NSString).appendingPathComponent("config.json")
         self.config = FileManager.default.contents(atPath: configPath)
         self.nonWeightFiles = Self.listNonWeightFiles(root: root, excluding: weightNames)
+    }
+
+    /// Throws ``CheckpointError/sourceChanged(file:message:)`` when a weight file was truncated,
+    /// rewritten or replaced since the checkpoint was opened (size, modification time, inode).
+    public func checkUnchanged() throws {
+        for file in files {
+            let path = path(of: file.name)
+            let now = try OpenFile.identity(of: path)
+            guard let then = identities[file.name], now != then else { continue }
+            let what = now.size != then.size ? "its size went from \(then.size) to \(now.size) bytes" : now.inode != then.inode ? "it was replaced" : "it was modified"
+            throw CheckpointError.sourceChanged(file: path, message: "\(what) since it was opened; its shards are not recorded as complete: run again")
+        }
     }
 
     /// The tensor named `name`.

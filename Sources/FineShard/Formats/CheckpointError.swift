@@ -34,7 +34,7 @@ public enum CheckpointError: FineShardError, Equatable {
 
     public var exitCode: Int32 {
         switch self {
-        case .io: 3
+        case .io, .sourceChanged: 3
         default: 2
         }
     }

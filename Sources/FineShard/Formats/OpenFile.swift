@@ -59,6 +59,26 @@ public final class OpenFile: @unchecked Sendable {
         return OpenFile(path: path, fd: fd)
     }
 
+    /// What identifies a file's contents cheaply: size, modification time and inode (fstat(2)).
+    public struct Identity: Sendable, Hashable {
+        public var size: Int
+        public var modified: Int
+        public var inode: UInt64
+    }
+
+    public func identity() throws -> Identity {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw CheckpointError.io(file: path, operation: "stat", reason: Self.errorText(errno)) }
+        return Identity(size: Int(st.st_size), modified: Int(st.st_mtim.tv_sec) * 1_000_000_000 + Int(st.st_mtim.tv_nsec), inode: UInt64(st.st_ino))
+    }
+
+    /// stat(2) of a path (following links), for noticing that a file was replaced.
+    public static func identity(of path: String) throws -> Identity {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw CheckpointError.sourceChanged(file: path, message: "it is gone (\(errorText(errno)))") }
+        return Identity(size: Int(st.st_size), modified: Int(st.st_mtim.tv_sec) * 1_000_000_000 + Int(st.st_mtim.tv_nsec), inode: UInt64(st.st_ino))
+    }
+
     /// fstat(2): the file's size in bytes.
     public func size() throws -> Int {
         var st = stat()

@@ -1,0 +1,71 @@
+import Foundation
+import Testing
+
+@testable import FineShard
+
+/// Inputs that change underneath, and names that try to be paths.
+@Suite struct RobustnessTests {
+    @Test func aSourceTruncatedBetweenPlanningAndReadingIsAnIOErrorAndNoManifest() throws {
+        let dir = try TemporaryFolder()
+        defer { dir.remove() }
+        try makeLlama(in: dir.file("src"))
+        let checkpoint = try Checkpoint.open(dir.file("src"))
+        let plan = try ShardPlan.make(checkpoint, parallel: ParallelConfig(dp: 2))
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: dir.file("src/model.safetensors")))
+        try handle.truncate(atOffset: UInt64(checkpoint.files[0].bytes / 2))
+        try handle.close()
+        let error = #expect(throws: CheckpointError.self) {
+            _ = try ShardExecutor(checkpoint: checkpoint, plan: plan, options: ShardOptions(output: dir.file("out"))).run()
+        }
+        #expect(error?.exitCode == 3)
+        #expect(error?.description.contains("model.safetensors") == true, "\(String(describing: error))")
+        #expect(!FileManager.default.fileExists(atPath: dir.file("out/manifest.json")))
+    }
+
+    @Test func aSourceRewrittenInPlaceWithTheSameSizeIsDetectedBeforeTheManifest() throws {
+        let dir = try TemporaryFolder()
+        defer { dir.remove() }
+        try makeLlama(in: dir.file("src"))
+        let checkpoint = try Checkpoint.open(dir.file("src"))
+        let plan = try ShardPlan.make(checkpoint, parallel: ParallelConfig(dp: 2))
+        // Same bytes count, new modification time: what a converter rewriting the file leaves.
+        Thread.sleep(forTimeInterval: 0.02)
+        let data = try Data(contentsOf: URL(fileURLWithPath: dir.file("src/model.safetensors")))
+        try data.write(to: URL(fileURLWithPath: dir.file("src/model.safetensors")))
+        let error = #expect(throws: CheckpointError.self) {
+            _ = try ShardExecutor(checkpoint: checkpoint, plan: plan, options: ShardOptions(output: dir.file("out"))).run()
+        }
+        #expect(error?.description.contains("since it was opened") == true, "\(String(describing: error))")
+        #expect(!FileManager.default.fileExists(atPath: dir.file("out/manifest.json")))
+        #expect(JournalEntry.all(dir.file("out")).isEmpty, "no rank may look complete to --resume")
+    }
+
+    /// Tensor names with `/`, `..`, NUL and thousands of characters stay data: the safetensors
+    /// output holds them inside its header and nothing is written outside OUT; HDF5, whose
+    /// dataset names cannot hold `/` or NUL, refuses them before writing.
+    @Test func hostileTensorNamesNeverWriteOutsideTheOutputFolder() throws {
+        let dir = try TemporaryFolder()
+        defer { dir.remove() }
+        let names = ["../../escape", "a/b/../../../c", "nul\u{0}inside", String(repeating: "long.", count: 2000) + "x", "/abs"]
+        try makeLlama(in: dir.file("src"))
+        try writeSafetensors(dir.file("src/extra.safetensors"), names.enumerated().map { (TensorSpec(name: $1, dtype: .f32, shape: [2]), randomBytes(8, seed: UInt64($0))) })
+        let before = try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted()
+        let r = try run(fineshardBinary, ["shard", dir.file("src"), "-o", dir.file("out/inner"), "--dp", "2", "--quiet"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(Set(try FileManager.default.contentsOfDirectory(atPath: dir.path)) == Set(before + ["out"]))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.file("out")) == ["inner"])
+        let written = try Checkpoint.open(dir.file("out/inner/model-rank-1-part-0.safetensors"))
+        #expect(Set(names).isSubset(of: Set(written.tensors.map(\.name))))
+        #expect(try run(fineshardBinary, ["verify", dir.file("out/inner"), "--source", dir.file("src"), "--quiet"]).status == 0)
+        let h5 = try run(fineshardBinary, ["shard", dir.file("src"), "-o", dir.file("h5"), "--dp", "2", "--format", "hdf5", "--quiet"])
+        #expect(h5.status == 2)
+        #expect(h5.stderr.contains("cannot be an HDF5 dataset name"), "\(h5.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir.file("h5/model-rank-0-part-0.h5")))
+    }
+
+    @Test func aFilePatternThatIsAPathIsRefused() throws {
+        let r = try run(fineshardBinary, ["plan", Models.fixture, "--dp", "2", "--file-pattern", "../x-{rank}-{part}"])
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("--file-pattern"))
+    }
+}
