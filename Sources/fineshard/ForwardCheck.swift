@@ -74,13 +74,16 @@ struct ForwardCheck: ParsableCommand {
                     let top = r.shardedTop5.first.map { "top-1 \($0.id)" } ?? ""
                     print(
                         "rank \(r.rank) (dp \(r.dpRank), tp \(r.tpRank)): \(r.tokens.count) tokens, max abs \(String(format: "%.2e", r.maxAbsError)), "
-                            + "max rel \(String(format: "%.2e", r.maxRelError)), top-1 agrees \(r.top1Agreement)/\(r.positions), \(top) — \(r.passed ? "ok" : "MISMATCH")")
+                            + "max rel \(String(format: "%.2e", r.maxRelError)), top-1 agrees \(r.top1Agreement)/\(r.positions), \(top) — \(r.passed ? "ok" : "MISMATCH")"
+                    )
                 }
                 for problem in report.failures { print("MISMATCH: \(problem)") }
                 let what = report.output == "logits" ? "logits" : "last hidden states"
-                print(report.ok
-                    ? "forward-check passed: \(report.ranks.count) ranks' \(what) match the dense \(report.architecture) within \(String(format: "%.0e", report.tolerance)) (\(String(format: "%.1f", report.seconds)) s, peak RSS \(TextReport.bytes(report.peakRSSBytes)))"
-                    : "forward-check FAILED: \(report.failures.count) of \(report.ranks.count) ranks differ from the dense \(report.architecture)")
+                print(
+                    report.ok
+                        ? "forward-check passed: \(report.ranks.count) ranks' \(what) match the dense \(report.architecture) within \(String(format: "%.0e", report.tolerance)) (\(String(format: "%.1f", report.seconds)) s, peak RSS \(TextReport.bytes(report.peakRSSBytes)))"
+                        : "forward-check FAILED: \(report.failures.count) of \(report.ranks.count) ranks differ from the dense \(report.architecture)"
+                )
             }
             if !report.ok { throw ExitCode(1) }
         }

@@ -55,7 +55,8 @@ struct PlanOptions: ParsableArguments {
             (finegrained, notes) = try FineGrainedConfig.parse(additionalConfig: json)
         }
         guard let size = ByteCount.parse(maxFileSize), size > 0 else {
-            throw PlanError.badOption(option: "--max-file-size", message: "'\(maxFileSize)' is not a size (examples: 5GiB, 512MiB, 1000000)")
+            throw PlanError.badOption(
+                option: "--max-file-size", message: "'\(maxFileSize)' is not a size (examples: 5GiB, 512MiB, 1000000)")
         }
         let config = ParallelConfig(
             dp: dp, tp: tp, expertParallel: enableExpertParallel, finegrained: finegrained, vocabPadding: vocabPadding,

@@ -73,7 +73,9 @@ struct Shard: ParsableCommand {
             if outputOptions.json { return try printJSON(summary) }
             if !quiet {
                 let skipped = summary.ranksSkipped.isEmpty ? "" : ", \(summary.ranksSkipped.count) already complete"
-                print("wrote \(summary.ranksWritten.count) rank(s)\(skipped), \(TextReport.bytes(summary.bytesWritten)) in \(String(format: "%.2f", summary.seconds)) s; manifest: \(summary.manifest)")
+                print(
+                    "wrote \(summary.ranksWritten.count) rank(s)\(skipped), \(TextReport.bytes(summary.bytesWritten)) in \(String(format: "%.2f", summary.seconds)) s; manifest: \(summary.manifest)"
+                )
             }
         }
     }

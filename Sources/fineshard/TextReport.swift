@@ -28,11 +28,14 @@ enum TextReport {
         out += "files: \(r.files.count)\n"
         for f in r.files { out += "  \(f.name)  \(bytes(f.bytes))\n" }
         out += "tensors: \(r.tensorCount), \(bytes(r.totalBytes))\n"
-        out += "dtypes: " + r.dtypes.keys.sorted().map { "\($0) \(r.dtypes[$0]!.count) (\(bytes(r.dtypes[$0]!.bytes)))" }.joined(separator: ", ") + "\n\n"
+        out +=
+            "dtypes: "
+            + r.dtypes.keys.sorted().map { "\($0) \(r.dtypes[$0]!.count) (\(bytes(r.dtypes[$0]!.bytes)))" }.joined(separator: ", ") + "\n\n"
         let hasRoles = r.tensors.contains { $0.role != nil }
         let header = ["name", "dtype", "shape", "bytes"] + (hasRoles ? ["role"] : [])
         let rows = r.tensors.map { t in
-            [t.name, t.dtype.rawValue, "[" + t.shape.map(String.init).joined(separator: ", ") + "]", String(t.bytes)] + (hasRoles ? [t.role ?? "-"] : [])
+            [t.name, t.dtype.rawValue, "[" + t.shape.map(String.init).joined(separator: ", ") + "]", String(t.bytes)]
+                + (hasRoles ? [t.role ?? "-"] : [])
         }
         return out + table(header, rows)
     }
@@ -54,12 +57,17 @@ enum TextReport {
         out += "fine-grained TP: " + fg.joined(separator: ", ") + "\n"
         let minRank = r.bytesPerRank.min() ?? 0
         let maxRank = r.bytesPerRank.max() ?? 0
-        out += "per rank: min \(bytes(minRank)), max \(bytes(maxRank)); total output \(bytes(r.totalOutputBytes)) (source \(bytes(r.sourceBytes)))\n\n"
+        out +=
+            "per rank: min \(bytes(minRank)), max \(bytes(maxRank)); total output \(bytes(r.totalOutputBytes)) (source \(bytes(r.sourceBytes)))\n\n"
         let rows = r.components.map { c in
-            [c.component.rawValue, String(c.groupSize), c.collective, bytes(c.bytesPerRankWithout), bytes(c.bytesPerRankWith), bytes(c.saving)]
+            [
+                c.component.rawValue, String(c.groupSize), c.collective, bytes(c.bytesPerRankWithout), bytes(c.bytesPerRankWith),
+                bytes(c.saving),
+            ]
         }
         let total = r.components.reduce(0) { $0 + $1.saving }
-        out += table(["component", "group", "collective at run time", "per rank without", "per rank with", "saving"],
+        out += table(
+            ["component", "group", "collective at run time", "per rank without", "per rank with", "saving"],
             rows + [["total", "", "", "", "", bytes(total)]])
         for w in r.warnings { out += "\nwarning: \(w)" }
         for n in r.notes { out += "\nnote: \(n)" }

@@ -43,9 +43,10 @@ struct Verify: ParsableCommand {
             } else {
                 for d in report.differences { print("DIFFERENCE: \(d.message)") }
                 let what = report.sourceChecked ? ", \(report.tensorsReassembled) source tensors reassembled byte for byte" : ""
-                print(report.ok
-                    ? "verified: \(report.ranks) ranks, \(report.filesChecked) files (\(TextReport.bytes(report.bytesHashed)))\(what)"
-                    : "verification FAILED: \(report.differences.count) difference(s)")
+                print(
+                    report.ok
+                        ? "verified: \(report.ranks) ranks, \(report.filesChecked) files (\(TextReport.bytes(report.bytesHashed)))\(what)"
+                        : "verification FAILED: \(report.differences.count) difference(s)")
             }
             if !report.ok { throw ExitCode(1) }
         }

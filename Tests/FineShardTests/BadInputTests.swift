@@ -105,7 +105,9 @@ struct BadCase: Sendable, CustomTestStringConvertible {
 
 /// Like ``run(_:_:environment:)``, but kills the process (SIGKILL) if it has not finished after
 /// `seconds`, so that a hang fails the test instead of stalling the suite.
-func runWithDeadline(_ executable: String, _ arguments: [String], seconds: Double) throws
+func runWithDeadline(
+    _ executable: String, _ arguments: [String], seconds: Double
+) throws
     -> (status: Int32, stderr: String, timedOut: Bool)
 {
     let process = Process()

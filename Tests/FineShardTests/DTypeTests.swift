@@ -4,14 +4,18 @@ import Testing
 
 @Suite struct DTypeTests {
     @Test func everySpecDTypeHasItsSize() {
-        let sizes: [DType: Int] = [.f64: 8, .f32: 4, .f16: 2, .bf16: 2, .f8e4m3: 1, .f8e5m2: 1, .i64: 8, .i32: 4, .i16: 2, .i8: 1, .u8: 1, .bool: 1]
+        let sizes: [DType: Int] = [
+            .f64: 8, .f32: 4, .f16: 2, .bf16: 2, .f8e4m3: 1, .f8e5m2: 1, .i64: 8, .i32: 4, .i16: 2, .i8: 1, .u8: 1, .bool: 1,
+        ]
         #expect(Set(DType.allCases) == Set(sizes.keys))
         for (d, s) in sizes { #expect(d.size == s) }
     }
 
     func convert<T>(_ dtype: DType, _ values: [T]) -> [Float] {
         var out = [Float](repeating: .infinity, count: values.count)
-        values.withUnsafeBytes { raw in out.withUnsafeMutableBufferPointer { dtype.toFloat32(raw.baseAddress!, count: values.count, into: $0.baseAddress!) } }
+        values.withUnsafeBytes { raw in
+            out.withUnsafeMutableBufferPointer { dtype.toFloat32(raw.baseAddress!, count: values.count, into: $0.baseAddress!) }
+        }
         return out
     }
 

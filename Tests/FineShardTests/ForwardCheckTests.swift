@@ -36,7 +36,9 @@ struct ForwardCheckTests {
     func location(_ path: String, _ tensor: String) throws -> (start: Int, count: Int) {
         let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
         defer { try? handle.close() }
-        let length = try #require(try handle.read(upToCount: 8)).withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
+        let length = try #require(try handle.read(upToCount: 8)).withUnsafeBytes {
+            Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)))
+        }
         let headerBytes = try #require(try handle.read(upToCount: length))
         let header = try #require(try JSONSerialization.jsonObject(with: headerBytes) as? [String: Any])
         let entry = try #require(header[tensor] as? [String: Any], "no tensor \(tensor) in \(path)")
@@ -70,7 +72,9 @@ struct ForwardCheckTests {
     func file(_ rank: Int) -> String { "model-rank-\(rank)-part-0.safetensors" }
 
     /// Expects exit 1 with a MISMATCH line for exactly `ranks`, each giving the relative error (≥ 1e-3).
-    func expectCaught(_ out: String, source: String, ranks: Set<Int>, _ arguments: [String] = [], sourceLocation: SourceLocation = #_sourceLocation) throws {
+    func expectCaught(
+        _ out: String, source: String, ranks: Set<Int>, _ arguments: [String] = [], sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
         let (status, text) = try forwardCheckText(out, source: source, arguments)
         #expect(status == 1, "\(text)", sourceLocation: sourceLocation)
         let (_, report, _) = try forwardCheck(out, source: source, arguments)
@@ -187,7 +191,10 @@ struct ForwardCheckTests {
         ("all-DP 4, every fine-grained size 4", ["--dp", "4", "--additional-config", everyComponent(4)]),
         ("all-DP 4, mixed sizes", ["--dp", "4", "--additional-config", finegrained(embedding: 2, lmHead: 4, oProj: 1, mlp: 2)]),
         ("mixed DP 2 × TP 2", ["--dp", "2", "--tp", "2"]),
-        ("DP 2 × TP 2 with fine-grained embedding, lm_head and MLP", ["--dp", "2", "--tp", "2", "--additional-config", finegrained(embedding: 2, lmHead: 2, mlp: 2)]),
+        (
+            "DP 2 × TP 2 with fine-grained embedding, lm_head and MLP",
+            ["--dp", "2", "--tp", "2", "--additional-config", finegrained(embedding: 2, lmHead: 2, mlp: 2)]
+        ),
         ("vllm layout, DP 2 × TP 4 (kv heads replicated)", ["--dp", "2", "--tp", "4", "--layout", "vllm"]),
         ("vllm layout, all-DP 4 with fine-grained MLP 4", ["--dp", "4", "--layout", "vllm", "--additional-config", finegrained(mlp: 4)]),
         ("hdf5, TP 4", ["--dp", "1", "--tp", "4", "--format", "hdf5"]),
@@ -217,16 +224,20 @@ struct ForwardCheckTests {
         let dir = try TemporaryFolder()
         defer { dir.remove() }
         try makeLlama(in: dir.file("qwen"), tied: true, biases: true)
-        try shard(dir.file("qwen"), dir.file("out"), ["--dp", "4", "--tp", "2", "--layout", layout, "--additional-config", finegrained(embedding: 2, lmHead: 2, mlp: 4)])
+        try shard(
+            dir.file("qwen"), dir.file("out"),
+            ["--dp", "4", "--tp", "2", "--layout", layout, "--additional-config", finegrained(embedding: 2, lmHead: 2, mlp: 4)])
         let (status, report, stderr) = try forwardCheck(dir.file("out"), source: dir.file("qwen"))
         #expect(status == 0, "\(stderr) \(report?.failures ?? [])")
         #expect(report?.ranks.count == 8)
     }
 
-    @Test("a BERT encoder's hidden states match for TP, fine-grained DP and mixed layouts", arguments: [
-        ["--dp", "1", "--tp", "4"], ["--dp", "4", "--additional-config", finegrained(embedding: 2, lmHead: 0, oProj: 4, mlp: 2)],
-        ["--dp", "2", "--tp", "2", "--additional-config", finegrained(embedding: 2, mlp: 2)],
-    ])
+    @Test(
+        "a BERT encoder's hidden states match for TP, fine-grained DP and mixed layouts",
+        arguments: [
+            ["--dp", "1", "--tp", "4"], ["--dp", "4", "--additional-config", finegrained(embedding: 2, lmHead: 0, oProj: 4, mlp: 2)],
+            ["--dp", "2", "--tp", "2", "--additional-config", finegrained(embedding: 2, mlp: 2)],
+        ])
     func bertShardedMatchesDense(_ arguments: [String]) throws {
         let dir = try TemporaryFolder()
         defer { dir.remove() }
@@ -323,7 +334,10 @@ struct ForwardCheckTests {
         for r in 0..<4 {
             try alter(out, file(r), "encoder.layer.1.output.dense.bias") { bytes in
                 stride(from: 0, to: bytes.count, by: 4).flatMap { i -> [UInt8] in
-                    let v = Float(bitPattern: UInt32(bytes[i]) | UInt32(bytes[i + 1]) << 8 | UInt32(bytes[i + 2]) << 16 | UInt32(bytes[i + 3]) << 24) / 2
+                    let v =
+                        Float(
+                            bitPattern: UInt32(bytes[i]) | UInt32(bytes[i + 1]) << 8 | UInt32(bytes[i + 2]) << 16 | UInt32(bytes[i + 3])
+                                << 24) / 2
                     return withUnsafeBytes(of: v.bitPattern.littleEndian, Array.init)
                 }
             }

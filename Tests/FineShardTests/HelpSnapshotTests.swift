@@ -28,7 +28,9 @@ import Testing
     @Test func machineDependentDefaultsAreShownAsWords() throws {
         for command in ["shard", "verify", "forward-check"] {
             let help = try run(fineshardBinary, [command, "--help"]).stdout
-            #expect(!help.contains("(default: \(ProcessInfo.processInfo.activeProcessorCount))") || ProcessInfo.processInfo.activeProcessorCount == 1)
+            #expect(
+                !help.contains("(default: \(ProcessInfo.processInfo.activeProcessorCount))")
+                    || ProcessInfo.processInfo.activeProcessorCount == 1)
             #expect(help.contains("all cores"), "\(command)")
         }
     }

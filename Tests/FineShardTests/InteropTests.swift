@@ -13,7 +13,8 @@ struct SafetensorsInteropTests {
     @Test func theOfficialLibraryReadsEveryDTypeFineshardWrites() throws {
         let dir = try TemporaryFolder()
         defer { dir.remove() }
-        let specs = DType.allCases.enumerated().map { i, d in TensorSpec(name: "t.\(d.rawValue.lowercased())", dtype: d, shape: [i % 3 + 1, 5]) }
+        let specs =
+            DType.allCases.enumerated().map { i, d in TensorSpec(name: "t.\(d.rawValue.lowercased())", dtype: d, shape: [i % 3 + 1, 5]) }
             + [TensorSpec(name: "scalar", dtype: .f32, shape: []), TensorSpec(name: "empty", dtype: .bf16, shape: [0, 4])]
         let tensors = specs.enumerated().map { i, s in
             // BOOL must hold 0/1 for numpy; other bytes are arbitrary patterns.

@@ -54,7 +54,9 @@ import Testing
         #expect(c["mlp"]!["bytes_per_rank_without"] as? Int == 98_304)
         #expect(c["mlp"]!["saving"] as? Int == 73_728)
         #expect(c["o_proj"]!["collective"] as? String == "all-to-all, reduce-scatter")
-        let text = try run(fineshardBinary, ["plan", Models.fixture, "--dp", "4", "--additional-config", finegrained(embedding: 4, lmHead: 2, oProj: 4, mlp: 4)])
+        let text = try run(
+            fineshardBinary,
+            ["plan", Models.fixture, "--dp", "4", "--additional-config", finegrained(embedding: 4, lmHead: 2, oProj: 4, mlp: 4)])
         #expect(text.stdout.contains("embedding  4      all-gather ids, reduce-scatter"), "\(text.stdout)")
     }
 
@@ -89,7 +91,9 @@ import Testing
     }
 
     @Test func unknownAdditionalConfigKeysAreIgnoredWithANote() throws {
-        let r = try run(fineshardBinary, ["plan", Models.fixture, "--dp", "2", "--additional-config", #"{"ascend_scheduler_config": {"enabled": true}}"#])
+        let r = try run(
+            fineshardBinary,
+            ["plan", Models.fixture, "--dp", "2", "--additional-config", #"{"ascend_scheduler_config": {"enabled": true}}"#])
         #expect(r.status == 0)
         #expect(r.stdout.contains("note: --additional-config: key 'ascend_scheduler_config'"), "\(r.stdout)")
     }

@@ -259,7 +259,9 @@ struct Provenance {
             }
             let ranges = piece.region.ranges
             guard ranges.count == src.shape.count, piece.at.count == tensor.shape.count, ranges.count == tensor.shape.count else {
-                violations.append("\(tensor.name): piece of '\(piece.source)' has rank \(ranges.count)/\(piece.at.count), tensors \(src.shape)/\(tensor.shape)")
+                violations.append(
+                    "\(tensor.name): piece of '\(piece.source)' has rank \(ranges.count)/\(piece.at.count), tensors \(src.shape)/\(tensor.shape)"
+                )
                 continue
             }
             var inside = true
@@ -269,7 +271,8 @@ struct Provenance {
                     inside = false
                 }
                 if piece.at[d] < 0 || piece.at[d] + ranges[d].count > tensor.shape[d] {
-                    violations.append("\(tensor.name): piece at \(piece.at) + \(piece.region.shape) outside output \(tensor.shape) in dim \(d)")
+                    violations.append(
+                        "\(tensor.name): piece at \(piece.at) + \(piece.region.shape) outside output \(tensor.shape) in dim \(d)")
                     inside = false
                 }
             }
@@ -336,7 +339,10 @@ func differences(_ rank: RankPlan, expected: [String: ExpectedTensor], sources: 
             }
             let actual = provenance.elements[outFlat]
             if actual?.0 != expectedElement?.0 || actual?.1 != expectedElement?.1 {
-                if wrong == 0 { first = "element \(index) is \(actual.map { "\($0.0)[\($0.1)]" } ?? "zero"), SPEC says \(expectedElement.map { "\($0.0)[\($0.1)]" } ?? "zero")" }
+                if wrong == 0 {
+                    first =
+                        "element \(index) is \(actual.map { "\($0.0)[\($0.1)]" } ?? "zero"), SPEC says \(expectedElement.map { "\($0.0)[\($0.1)]" } ?? "zero")"
+                }
                 wrong += 1
             }
         }
@@ -364,7 +370,8 @@ func coverageDifferences(
             }
         }
         if let bad = counts.firstIndex(where: { $0 != copies }) {
-            out.append("'\(source.name)' → '\(output)' over ranks \(group): element \(bad) appears \(counts[bad]) times, SPEC says \(copies)")
+            out.append(
+                "'\(source.name)' → '\(output)' over ranks \(group): element \(bad) appears \(counts[bad]) times, SPEC says \(copies)")
         }
     }
     return out

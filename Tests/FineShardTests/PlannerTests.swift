@@ -221,12 +221,14 @@ struct PlannerPropertyTests {
             let fine = parallel.finegrained
             for (feature, present) in [
                 ("kv heads replicated", parallel.tp > model.kvHeads), ("vllm layout", parallel.layout == .vllm), ("tied", model.tied),
-                ("w8a8", model.w8a8), ("padding rows", (model.vocab % parallel.vocabPadding) != 0), ("fine-grained with TP > 1", parallel.tp > 1 && fine != FineGrainedConfig()),
+                ("w8a8", model.w8a8), ("padding rows", (model.vocab % parallel.vocabPadding) != 0),
+                ("fine-grained with TP > 1", parallel.tp > 1 && fine != FineGrainedConfig()),
                 ("o_proj group", fine.oProj > 0), ("embedding and lm_head groups differ", fine.embedding != fine.lmHead),
             ] where present {
                 seen[feature, default: 0] += 1
             }
-            let what = "case \(n): \(model); dp \(parallel.dp), tp \(parallel.tp), \(parallel.finegrained), padding \(parallel.vocabPadding), \(parallel.layout)"
+            let what =
+                "case \(n): \(model); dp \(parallel.dp), tp \(parallel.tp), \(parallel.finegrained), padding \(parallel.vocabPadding), \(parallel.layout)"
             let plan: ShardPlan
             do {
                 plan = try makePlan(model.tensors, model.config, parallel)
@@ -243,7 +245,8 @@ struct PlannerPropertyTests {
                 problems += differences(rank, expected: oracle.expected(rank: rank.rank), sources: sources)
             }
             for c in oracle.coverage {
-                problems += coverageDifferences(plan, source: c.source, output: c.output, groups: c.groups, copies: c.copies, rankPlans: ranks)
+                problems += coverageDifferences(
+                    plan, source: c.source, output: c.output, groups: c.groups, copies: c.copies, rankPlans: ranks)
             }
             let bytes = plan.bytesPerRank()
             for rank in ranks where bytes[rank.rank] != rank.byteCount {
@@ -264,7 +267,8 @@ struct PlannerPropertyTests {
     }
 
     enum Violation: CaseIterable {
-        case groupNotDividingDP, groupLargerThanDP, oProjGroupWithTP, headsNotDivisibleByTP, kvHeadsIncompatibleWithTP, paddedVocabNotDivisible
+        case groupNotDividingDP, groupLargerThanDP, oProjGroupWithTP, headsNotDivisibleByTP, kvHeadsIncompatibleWithTP,
+            paddedVocabNotDivisible
     }
 
     /// A legal case turned illegal in one way, with the words and numbers the error must name.
@@ -279,7 +283,9 @@ struct PlannerPropertyTests {
             parallel.finegrained = FineGrainedConfig()
             let component = Component.allCases.randomElement(using: &g)!
             let bad = (2..<parallel.dp).filter { parallel.dp % $0 != 0 }
-            let size = violation == .groupNotDividingDP && !bad.isEmpty ? bad.randomElement(using: &g)! : parallel.dp + Int.random(in: 1...parallel.dp, using: &g)
+            let size =
+                violation == .groupNotDividingDP && !bad.isEmpty
+                ? bad.randomElement(using: &g)! : parallel.dp + Int.random(in: 1...parallel.dp, using: &g)
             parallel.finegrained[component] = size
             let key = FineGrainedConfig.vllmKeys.first { $0.1 == component }!.0
             return (model, parallel, [key, "--dp"], [size, parallel.dp])
@@ -330,7 +336,8 @@ struct PlannerPropertyTests {
         for n in 0..<240 where failures < 6 {
             let violation = Violation.allCases[n % Violation.allCases.count]
             let (model, parallel, words, numbers) = illegalCase(violation, &g)
-            let what = "case \(n) \(violation): \(model); dp \(parallel.dp), tp \(parallel.tp), \(parallel.finegrained), padding \(parallel.vocabPadding)"
+            let what =
+                "case \(n) \(violation): \(model); dp \(parallel.dp), tp \(parallel.tp), \(parallel.finegrained), padding \(parallel.vocabPadding)"
             do {
                 _ = try makePlan(model.tensors, model.config, parallel)
                 Issue.record("\(what): accepted")
@@ -429,9 +436,15 @@ struct PlannerExactShapeTests {
             let i = (r / 2) % 2
             for (suffix, rest) in perChannel {
                 let q = "model.layers.0.self_attn.q_proj.\(suffix)"
-                #expect(try #require(plan.tensor(q, rank: r)).pieces == [piece(q, [t * 4..<t * 4 + 4] + rest.map { 0..<$0 }, at: [0] + rest.map { _ in 0 })])
+                #expect(
+                    try #require(plan.tensor(q, rank: r)).pieces == [
+                        piece(q, [t * 4..<t * 4 + 4] + rest.map { 0..<$0 }, at: [0] + rest.map { _ in 0 })
+                    ])
                 let gate = "model.layers.0.mlp.gate_proj.\(suffix)"
-                #expect(try #require(plan.tensor(gate, rank: r)).pieces == [piece(gate, [i * 8..<i * 8 + 8] + rest.map { 0..<$0 }, at: [0] + rest.map { _ in 0 })])
+                #expect(
+                    try #require(plan.tensor(gate, rank: r)).pieces == [
+                        piece(gate, [i * 8..<i * 8 + 8] + rest.map { 0..<$0 }, at: [0] + rest.map { _ in 0 })
+                    ])
                 for rowParallel in ["self_attn.o_proj", "mlp.down_proj"] {
                     let name = "model.layers.0.\(rowParallel).\(suffix)"
                     let whole = try #require(plan.tensor(name, rank: r))
@@ -460,32 +473,61 @@ struct PlannerExactShapeTests {
             let d = r / 2
             for plan in [ep, flat] {
                 let gate = "model.layers.0.mlp.gate_proj.weight"
-                #expect(try #require(plan.tensor(gate, rank: r)).pieces == [piece(gate, [(d % 2) * 8..<(d % 2) * 8 + 8, 0..<16], at: [0, 0])])
+                #expect(
+                    try #require(plan.tensor(gate, rank: r)).pieces == [piece(gate, [(d % 2) * 8..<(d % 2) * 8 + 8, 0..<16], at: [0, 0])])
                 let down = "model.layers.0.mlp.down_proj.weight"
-                #expect(try #require(plan.tensor(down, rank: r)).pieces == [piece(down, [0..<16, (d % 2) * 8..<(d % 2) * 8 + 8], at: [0, 0])])
+                #expect(
+                    try #require(plan.tensor(down, rank: r)).pieces == [piece(down, [0..<16, (d % 2) * 8..<(d % 2) * 8 + 8], at: [0, 0])])
                 for layer in [1, 2] {
                     let p = "model.layers.\(layer)."
                     let shared = p + "mlp.shared_experts.gate_proj.weight"
                     #expect(try #require(plan.tensor(shared, rank: r)).pieces == [piece(shared, [t * 4..<t * 4 + 4, 0..<16], at: [0, 0])])
                     let sharedDown = p + "mlp.shared_experts.down_proj.weight"
-                    #expect(try #require(plan.tensor(sharedDown, rank: r)).pieces == [piece(sharedDown, [0..<16, t * 4..<t * 4 + 4], at: [0, 0])])
+                    #expect(
+                        try #require(plan.tensor(sharedDown, rank: r)).pieces == [
+                            piece(sharedDown, [0..<16, t * 4..<t * 4 + 4], at: [0, 0])
+                        ])
                     for (name, shape) in [("mlp.gate.weight", [8, 16]), ("mlp.gate.e_score_correction_bias", [8])] {
-                        #expect(try #require(plan.tensor(p + name, rank: r)).pieces == [piece(p + name, shape.map { 0..<$0 }, at: shape.map { _ in 0 })])
+                        #expect(
+                            try #require(plan.tensor(p + name, rank: r)).pieces == [
+                                piece(p + name, shape.map { 0..<$0 }, at: shape.map { _ in 0 })
+                            ])
                     }
                 }
                 for layer in [0, 1, 2] {
                     let p = "model.layers.\(layer).self_attn."
-                    #expect(try #require(plan.tensor(p + "q_b_proj.weight", rank: r)).pieces == [piece(p + "q_b_proj.weight", [t * 12..<t * 12 + 12, 0..<8], at: [0, 0])])
-                    #expect(try #require(plan.tensor(p + "kv_b_proj.weight", rank: r)).pieces == [piece(p + "kv_b_proj.weight", [t * 16..<t * 16 + 16, 0..<8], at: [0, 0])])
-                    #expect(try #require(plan.tensor(p + "o_proj.weight", rank: r)).pieces == [piece(p + "o_proj.weight", [0..<16, t * 8..<t * 8 + 8], at: [0, 0])])
-                    for (name, shape) in [("q_a_proj.weight", [8, 16]), ("kv_a_proj_with_mqa.weight", [10, 16]), ("q_a_layernorm.weight", [8]), ("kv_a_layernorm.weight", [8])] {
-                        #expect(try #require(plan.tensor(p + name, rank: r)).pieces == [piece(p + name, shape.map { 0..<$0 }, at: shape.map { _ in 0 })])
+                    #expect(
+                        try #require(plan.tensor(p + "q_b_proj.weight", rank: r)).pieces == [
+                            piece(p + "q_b_proj.weight", [t * 12..<t * 12 + 12, 0..<8], at: [0, 0])
+                        ])
+                    #expect(
+                        try #require(plan.tensor(p + "kv_b_proj.weight", rank: r)).pieces == [
+                            piece(p + "kv_b_proj.weight", [t * 16..<t * 16 + 16, 0..<8], at: [0, 0])
+                        ])
+                    #expect(
+                        try #require(plan.tensor(p + "o_proj.weight", rank: r)).pieces == [
+                            piece(p + "o_proj.weight", [0..<16, t * 8..<t * 8 + 8], at: [0, 0])
+                        ])
+                    for (name, shape) in [
+                        ("q_a_proj.weight", [8, 16]), ("kv_a_proj_with_mqa.weight", [10, 16]), ("q_a_layernorm.weight", [8]),
+                        ("kv_a_layernorm.weight", [8]),
+                    ] {
+                        #expect(
+                            try #require(plan.tensor(p + name, rank: r)).pieces == [
+                                piece(p + name, shape.map { 0..<$0 }, at: shape.map { _ in 0 })
+                            ])
                     }
                 }
                 let mtpEmbed = "model.layers.2.embed_tokens.weight"
-                #expect(try #require(plan.tensor(mtpEmbed, rank: r)).pieces == [piece(mtpEmbed, [(d % 4) * 32..<min((d % 4) * 32 + 32, 100), 0..<16], at: [0, 0])])
+                #expect(
+                    try #require(plan.tensor(mtpEmbed, rank: r)).pieces == [
+                        piece(mtpEmbed, [(d % 4) * 32..<min((d % 4) * 32 + 32, 100), 0..<16], at: [0, 0])
+                    ])
                 let mtpHead = "model.layers.2.shared_head.head.weight"
-                #expect(try #require(plan.tensor(mtpHead, rank: r)).pieces == [piece(mtpHead, [(d % 2) * 64..<min((d % 2) * 64 + 64, 100), 0..<16], at: [0, 0])])
+                #expect(
+                    try #require(plan.tensor(mtpHead, rank: r)).pieces == [
+                        piece(mtpHead, [(d % 2) * 64..<min((d % 2) * 64 + 64, 100), 0..<16], at: [0, 0])
+                    ])
                 let eh = "model.layers.2.eh_proj.weight"
                 #expect(try #require(plan.tensor(eh, rank: r)).pieces == [piece(eh, [0..<16, 0..<32], at: [0, 0])])
             }
@@ -515,10 +557,11 @@ struct PlannerExactShapeTests {
         ds.experts = 16
         let plan = try makePlan(ds.tensors, ds.config, ParallelConfig(dp: 2, tp: 2, expertParallel: true))
         for r in 0..<4 {
-            let held = Set(plan.rank(r).tensors.compactMap { t -> Int? in
-                guard t.name.hasPrefix("model.layers.1.mlp.experts.") else { return nil }
-                return Int(t.name.split(separator: ".")[5])
-            })
+            let held = Set(
+                plan.rank(r).tensors.compactMap { t -> Int? in
+                    guard t.name.hasPrefix("model.layers.1.mlp.experts.") else { return nil }
+                    return Int(t.name.split(separator: ".")[5])
+                })
             #expect(held == Set(r * 4..<r * 4 + 4))
         }
     }
@@ -577,25 +620,33 @@ struct PlannerExactShapeTests {
             let attn = "h.0.attn.c_attn.weight"
             let w = try #require(plan.tensor(attn, rank: t))
             #expect(w.shape == [8, 12])
-            #expect(w.pieces == [
-                piece(attn, [0..<8, t * 4..<t * 4 + 4], at: [0, 0]), piece(attn, [0..<8, 8 + t * 4..<8 + t * 4 + 4], at: [0, 4]),
-                piece(attn, [0..<8, 16 + t * 4..<16 + t * 4 + 4], at: [0, 8]),
-            ])
+            #expect(
+                w.pieces == [
+                    piece(attn, [0..<8, t * 4..<t * 4 + 4], at: [0, 0]), piece(attn, [0..<8, 8 + t * 4..<8 + t * 4 + 4], at: [0, 4]),
+                    piece(attn, [0..<8, 16 + t * 4..<16 + t * 4 + 4], at: [0, 8]),
+                ])
             let attnBias = "h.0.attn.c_attn.bias"
-            #expect(try #require(plan.tensor(attnBias, rank: t)).pieces == [
-                piece(attnBias, [t * 4..<t * 4 + 4], at: [0]), piece(attnBias, [8 + t * 4..<12 + t * 4], at: [4]),
-                piece(attnBias, [16 + t * 4..<20 + t * 4], at: [8]),
-            ])
+            #expect(
+                try #require(plan.tensor(attnBias, rank: t)).pieces == [
+                    piece(attnBias, [t * 4..<t * 4 + 4], at: [0]), piece(attnBias, [8 + t * 4..<12 + t * 4], at: [4]),
+                    piece(attnBias, [16 + t * 4..<20 + t * 4], at: [8]),
+                ])
             let proj = "h.0.attn.c_proj.weight"
             #expect(try #require(plan.tensor(proj, rank: t)).pieces == [piece(proj, [t * 4..<t * 4 + 4, 0..<8], at: [0, 0])])
             #expect(try #require(plan.tensor("h.0.attn.c_proj.bias", rank: t)).pieces == [piece("h.0.attn.c_proj.bias", [0..<8], at: [0])])
             let fc = "h.0.mlp.c_fc.weight"
             #expect(try #require(plan.tensor(fc, rank: t)).pieces == [piece(fc, [0..<8, t * 16..<t * 16 + 16], at: [0, 0])])
-            #expect(try #require(plan.tensor("h.0.mlp.c_fc.bias", rank: t)).pieces == [piece("h.0.mlp.c_fc.bias", [t * 16..<t * 16 + 16], at: [0])])
+            #expect(
+                try #require(plan.tensor("h.0.mlp.c_fc.bias", rank: t)).pieces == [
+                    piece("h.0.mlp.c_fc.bias", [t * 16..<t * 16 + 16], at: [0])
+                ])
             let mproj = "h.0.mlp.c_proj.weight"
             #expect(try #require(plan.tensor(mproj, rank: t)).pieces == [piece(mproj, [t * 16..<t * 16 + 16, 0..<8], at: [0, 0])])
             #expect(try #require(plan.tensor("h.0.mlp.c_proj.bias", rank: t)).pieces == [piece("h.0.mlp.c_proj.bias", [0..<8], at: [0])])
-            #expect(try #require(plan.tensor("wte.weight", rank: t)).pieces == [piece("wte.weight", [t * 64..<min(t * 64 + 64, 100), 0..<8], at: [0, 0])])
+            #expect(
+                try #require(plan.tensor("wte.weight", rank: t)).pieces == [
+                    piece("wte.weight", [t * 64..<min(t * 64 + 64, 100), 0..<8], at: [0, 0])
+                ])
             let head = try #require(plan.tensor("lm_head.weight", rank: t))
             #expect(head.pieces == [piece("wte.weight", [t * 64..<min(t * 64 + 64, 100), 0..<8], at: [0, 0])])
             for name in ["wpe.weight", "ln_f.weight", "h.0.ln_1.bias", "h.0.attn.bias"] {
@@ -611,23 +662,41 @@ struct PlannerExactShapeTests {
         let p = "encoder.layer.0."
         for t in 0..<2 {
             for module in ["attention.self.query", "attention.self.key", "attention.self.value"] {
-                #expect(try #require(plan.tensor(p + module + ".weight", rank: t)).pieces == [piece(p + module + ".weight", [t * 4..<t * 4 + 4, 0..<8], at: [0, 0])])
-                #expect(try #require(plan.tensor(p + module + ".bias", rank: t)).pieces == [piece(p + module + ".bias", [t * 4..<t * 4 + 4], at: [0])])
+                #expect(
+                    try #require(plan.tensor(p + module + ".weight", rank: t)).pieces == [
+                        piece(p + module + ".weight", [t * 4..<t * 4 + 4, 0..<8], at: [0, 0])
+                    ])
+                #expect(
+                    try #require(plan.tensor(p + module + ".bias", rank: t)).pieces == [
+                        piece(p + module + ".bias", [t * 4..<t * 4 + 4], at: [0])
+                    ])
             }
             let out = p + "attention.output.dense."
-            #expect(try #require(plan.tensor(out + "weight", rank: t)).pieces == [piece(out + "weight", [0..<8, t * 4..<t * 4 + 4], at: [0, 0])])
+            #expect(
+                try #require(plan.tensor(out + "weight", rank: t)).pieces == [
+                    piece(out + "weight", [0..<8, t * 4..<t * 4 + 4], at: [0, 0])
+                ])
             #expect(try #require(plan.tensor(out + "bias", rank: t)).pieces == [piece(out + "bias", [0..<8], at: [0])])
             let inter = p + "intermediate.dense."
-            #expect(try #require(plan.tensor(inter + "weight", rank: t)).pieces == [piece(inter + "weight", [t * 8..<t * 8 + 8, 0..<8], at: [0, 0])])
+            #expect(
+                try #require(plan.tensor(inter + "weight", rank: t)).pieces == [
+                    piece(inter + "weight", [t * 8..<t * 8 + 8, 0..<8], at: [0, 0])
+                ])
             #expect(try #require(plan.tensor(inter + "bias", rank: t)).pieces == [piece(inter + "bias", [t * 8..<t * 8 + 8], at: [0])])
             let down = p + "output.dense."
-            #expect(try #require(plan.tensor(down + "weight", rank: t)).pieces == [piece(down + "weight", [0..<8, t * 8..<t * 8 + 8], at: [0, 0])])
+            #expect(
+                try #require(plan.tensor(down + "weight", rank: t)).pieces == [
+                    piece(down + "weight", [0..<8, t * 8..<t * 8 + 8], at: [0, 0])
+                ])
             #expect(try #require(plan.tensor(down + "bias", rank: t)).pieces == [piece(down + "bias", [0..<8], at: [0])])
             let words = "embeddings.word_embeddings.weight"
             let w = try #require(plan.tensor(words, rank: t))
             #expect(w.shape == [64, 8])
             #expect(w.pieces == [piece(words, [t * 64..<min(t * 64 + 64, 100), 0..<8], at: [0, 0])])
-            for name in ["embeddings.position_embeddings.weight", "embeddings.token_type_embeddings.weight", "embeddings.position_ids", "pooler.dense.weight"] {
+            for name in [
+                "embeddings.position_embeddings.weight", "embeddings.token_type_embeddings.weight", "embeddings.position_ids",
+                "pooler.dense.weight",
+            ] {
                 let whole = try #require(plan.tensor(name, rank: t))
                 #expect(whole.pieces == [piece(name, whole.shape.map { 0..<$0 }, at: whole.shape.map { _ in 0 })])
             }
@@ -642,22 +711,26 @@ struct PlannerExactShapeTests {
         for t in 0..<2 {
             let qkv = try #require(plan.tensor(p + "self_attn.qkv_proj.weight", rank: t))
             #expect(qkv.shape == [8, 8])
-            #expect(qkv.pieces == [
-                piece(p + "self_attn.q_proj.weight", [t * 4..<t * 4 + 4, 0..<8], at: [0, 0]),
-                piece(p + "self_attn.k_proj.weight", [t * 2..<t * 2 + 2, 0..<8], at: [4, 0]),
-                piece(p + "self_attn.v_proj.weight", [t * 2..<t * 2 + 2, 0..<8], at: [6, 0]),
-            ])
+            #expect(
+                qkv.pieces == [
+                    piece(p + "self_attn.q_proj.weight", [t * 4..<t * 4 + 4, 0..<8], at: [0, 0]),
+                    piece(p + "self_attn.k_proj.weight", [t * 2..<t * 2 + 2, 0..<8], at: [4, 0]),
+                    piece(p + "self_attn.v_proj.weight", [t * 2..<t * 2 + 2, 0..<8], at: [6, 0]),
+                ])
             let bias = try #require(plan.tensor(p + "self_attn.qkv_proj.bias", rank: t))
-            #expect(bias.pieces == [
-                piece(p + "self_attn.q_proj.bias", [t * 4..<t * 4 + 4], at: [0]), piece(p + "self_attn.k_proj.bias", [t * 2..<t * 2 + 2], at: [4]),
-                piece(p + "self_attn.v_proj.bias", [t * 2..<t * 2 + 2], at: [6]),
-            ])
+            #expect(
+                bias.pieces == [
+                    piece(p + "self_attn.q_proj.bias", [t * 4..<t * 4 + 4], at: [0]),
+                    piece(p + "self_attn.k_proj.bias", [t * 2..<t * 2 + 2], at: [4]),
+                    piece(p + "self_attn.v_proj.bias", [t * 2..<t * 2 + 2], at: [6]),
+                ])
             let gateUp = try #require(plan.tensor(p + "mlp.gate_up_proj.weight", rank: t))
             #expect(gateUp.shape == [8, 8])
-            #expect(gateUp.pieces == [
-                piece(p + "mlp.gate_proj.weight", [t * 4..<t * 4 + 4, 0..<8], at: [0, 0]),
-                piece(p + "mlp.up_proj.weight", [t * 4..<t * 4 + 4, 0..<8], at: [4, 0]),
-            ])
+            #expect(
+                gateUp.pieces == [
+                    piece(p + "mlp.gate_proj.weight", [t * 4..<t * 4 + 4, 0..<8], at: [0, 0]),
+                    piece(p + "mlp.up_proj.weight", [t * 4..<t * 4 + 4, 0..<8], at: [4, 0]),
+                ])
             let names = Set(plan.rank(t).tensors.map(\.name))
             #expect(!names.contains { [".q_proj.", ".k_proj.", ".v_proj.", ".gate_proj.", ".up_proj."].contains(where: $0.contains) })
             #expect(names.contains(p + "self_attn.o_proj.weight") && names.contains(p + "mlp.down_proj.weight"))
@@ -686,7 +759,11 @@ struct PlannerExactShapeTests {
         for fine in [FineGrainedConfig(lmHead: 2), FineGrainedConfig(embedding: 2)] {
             let parallel = ParallelConfig(dp: 2, tp: 2, finegrained: fine, layout: .vllm)
             let error = #expect(throws: PlanError.self, "\(fine)") { _ = try makePlan(model.tensors, model.config, parallel) }
-            if let error { #expect(error.description.contains("lmhead_tensor_parallel_size") || error.description.contains("embedding_tensor_parallel_size"), "\(error)") }
+            if let error {
+                #expect(
+                    error.description.contains("lmhead_tensor_parallel_size")
+                        || error.description.contains("embedding_tensor_parallel_size"), "\(error)")
+            }
         }
         // Same group on both sides: accepted.
         let same = ParallelConfig(dp: 2, tp: 2, finegrained: FineGrainedConfig(embedding: 2, lmHead: 2), layout: .vllm)
@@ -697,7 +774,9 @@ struct PlannerExactShapeTests {
         let model = LlamaShape(heads: 2, kvHeads: 2, headDim: 2, hidden: 4, intermediate: 8, vocab: 128)
         let parallel = ParallelConfig(dp: 2, finegrained: FineGrainedConfig(mlp: -2))
         let error = #expect(throws: PlanError.self) { _ = try makePlan(model.tensors, model.config, parallel) }
-        if let error { #expect(error.description.contains("mlp_tensor_parallel_size") && mentions(error.description, number: 2), "\(error)") }
+        if let error {
+            #expect(error.description.contains("mlp_tensor_parallel_size") && mentions(error.description, number: 2), "\(error)")
+        }
     }
 
     @Test func anLMHeadBiasIsSplitAndPaddedLikeItsWeight() throws {
@@ -739,14 +818,16 @@ struct AdditionalConfigTests {
     }
 
     @Test func anAbsentSizeStaysZero() throws {
-        let json = #"{"finegrained_tp_config": {"embedding_tensor_parallel_size": 8, "lmhead_tensor_parallel_size": 8, "mlp_tensor_parallel_size": 8}}"#
+        let json =
+            #"{"finegrained_tp_config": {"embedding_tensor_parallel_size": 8, "lmhead_tensor_parallel_size": 8, "mlp_tensor_parallel_size": 8}}"#
         let (config, _) = try FineGrainedConfig.parse(additionalConfig: json)
         #expect(config == FineGrainedConfig(embedding: 8, lmHead: 8, oProj: 0, mlp: 8))
         #expect(try FineGrainedConfig.parse(additionalConfig: "{}").0 == FineGrainedConfig())
     }
 
     @Test func unknownKeysAreIgnoredWithANoteNamingThem() throws {
-        let json = #"{"ascend_scheduler_config": {"enabled": true}, "finegrained_tp_config": {"mlp_tensor_parallel_size": 2, "attn_tensor_parallel_size": 4}}"#
+        let json =
+            #"{"ascend_scheduler_config": {"enabled": true}, "finegrained_tp_config": {"mlp_tensor_parallel_size": 2, "attn_tensor_parallel_size": 4}}"#
         let (config, notes) = try FineGrainedConfig.parse(additionalConfig: json)
         #expect(config == FineGrainedConfig(mlp: 2))
         #expect(notes.count == 2)
@@ -809,7 +890,8 @@ struct FileAssignmentTests {
         let plan = try makePlan(shape.tensors, shape.config, ParallelConfig(dp: 2, tp: 2))
         #expect(plan.rank(3).files == ["model-rank-3-part-0.safetensors"])
         #expect(plan.rank(3).tensors.allSatisfy { $0.file == "model-rank-3-part-0.safetensors" })
-        let custom = try makePlan(shape.tensors, shape.config, ParallelConfig(dp: 2, tp: 2, format: .hdf5, filePattern: "dp{dp_rank}-tp{tp_rank}-{part}"))
+        let custom = try makePlan(
+            shape.tensors, shape.config, ParallelConfig(dp: 2, tp: 2, format: .hdf5, filePattern: "dp{dp_rank}-tp{tp_rank}-{part}"))
         #expect(custom.rank(2).files == ["dp1-tp0-0.h5"])
     }
 }

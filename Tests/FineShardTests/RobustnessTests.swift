@@ -48,7 +48,9 @@ import Testing
         defer { dir.remove() }
         let names = ["../../escape", "a/b/../../../c", "nul\u{0}inside", String(repeating: "long.", count: 2000) + "x", "/abs"]
         try makeLlama(in: dir.file("src"))
-        try writeSafetensors(dir.file("src/extra.safetensors"), names.enumerated().map { (TensorSpec(name: $1, dtype: .f32, shape: [2]), randomBytes(8, seed: UInt64($0))) })
+        try writeSafetensors(
+            dir.file("src/extra.safetensors"),
+            names.enumerated().map { (TensorSpec(name: $1, dtype: .f32, shape: [2]), randomBytes(8, seed: UInt64($0))) })
         let before = try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted()
         let r = try run(fineshardBinary, ["shard", dir.file("src"), "-o", dir.file("out/inner"), "--dp", "2", "--quiet"])
         #expect(r.status == 0, "\(r.stderr)")

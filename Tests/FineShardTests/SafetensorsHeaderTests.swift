@@ -37,13 +37,20 @@ let headerCases: [HeaderCase] = [
     HeaderCase(.unknownField, #"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}}"#, data: 8, mentions: ["'w'", "'x'"]),
     HeaderCase(.unknownDType, #"{"w":{"dtype":"F17","shape":[2],"data_offsets":[0,8]}}"#, data: 8, mentions: ["'w'", "F17"]),
     HeaderCase(.badShape, #"{"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#, data: 8, mentions: ["'w'", "-2"]),
-    HeaderCase(.shapeOverflow, #"{"w":{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,8]}}"#, data: 8, mentions: ["'w'", "4294967296"]),
+    HeaderCase(
+        .shapeOverflow, #"{"w":{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,8]}}"#, data: 8,
+        mentions: ["'w'", "4294967296"]),
     HeaderCase(.badOffsets, #"{"w":{"dtype":"F32","shape":[2],"data_offsets":[8]}}"#, data: 8, mentions: ["'w'", "[8]"]),
     HeaderCase(.offsetsReversed, #"{"w":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}}"#, data: 8, mentions: ["'w'", "[8, 0]"]),
-    HeaderCase(.sizeMismatch, #"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, data: 8, mentions: ["'w'", "[3]", "12", "[0, 8]"]),
-    HeaderCase(.outsideDataArea, #"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, data: 8, mentions: ["'w'", "[0, 16]", "8-byte"]),
-    HeaderCase(.overlap, #"{"a":\#(t1),"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#, data: 12, mentions: ["'b'", "'a'", "[4, 12]", "8"]),
-    HeaderCase(.hole, #"{"a":\#(t1),"b":{"dtype":"F32","shape":[1],"data_offsets":[12,16]}}"#, data: 16, mentions: ["'a'", "'b'", "[8, 12)"]),
+    HeaderCase(
+        .sizeMismatch, #"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, data: 8, mentions: ["'w'", "[3]", "12", "[0, 8]"]),
+    HeaderCase(
+        .outsideDataArea, #"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, data: 8, mentions: ["'w'", "[0, 16]", "8-byte"]),
+    HeaderCase(
+        .overlap, #"{"a":\#(t1),"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#, data: 12,
+        mentions: ["'b'", "'a'", "[4, 12]", "8"]),
+    HeaderCase(
+        .hole, #"{"a":\#(t1),"b":{"dtype":"F32","shape":[1],"data_offsets":[12,16]}}"#, data: 16, mentions: ["'a'", "'b'", "[8, 12)"]),
     HeaderCase(.trailingBytes, #"{"a":\#(t1)}"#, data: 12, mentions: ["12", "8", "4 trailing"]),
     HeaderCase(.badMetadata, #"{"__metadata__":{"k":1},"a":\#(t1)}"#, data: 8, mentions: ["'k'"]),
     HeaderCase(.tooManyTensors, #"{"a":\#(t1),"b":\#(t1)}"#, data: 16, mentions: ["1 tensors", "--max-tensors"]),
@@ -75,7 +82,8 @@ let headerCases: [HeaderCase] = [
     }
 
     @Test func anUnpaddedHeaderWithZeroSizeTensorsIsAccepted() throws {
-        let header = #"{"e":{"dtype":"I16","shape":[0,3],"data_offsets":[8,8]},"a":\#(t1),"s":{"dtype":"I64","shape":[],"data_offsets":[8,16]}}"#
+        let header =
+            #"{"e":{"dtype":"I16","shape":[0,3],"data_offsets":[8,8]},"a":\#(t1),"s":{"dtype":"I64","shape":[],"data_offsets":[8,16]}}"#
         let parsed = try SafetensorsHeader.parse(Array(header.utf8), fileName: "x", dataStart: 8 + header.utf8.count, dataSize: 16)
         #expect(parsed.tensors.map(\.name) == ["a", "e", "s"])
         #expect(parsed.tensors[2].shape == [])

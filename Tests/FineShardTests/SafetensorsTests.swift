@@ -112,10 +112,14 @@ import Testing
         try writeSafetensors(dir.file("blobs/aaa"), Array(tensors[0..<2]))
         try writeSafetensors(dir.file("blobs/bbb"), Array(tensors[2...]))
         try FileManager.default.createDirectory(atPath: dir.file("snapshots/rev"), withIntermediateDirectories: true)
-        try FileManager.default.createSymbolicLink(atPath: dir.file("snapshots/rev/model-00001-of-00002.safetensors"), withDestinationPath: "../../blobs/aaa")
-        try FileManager.default.createSymbolicLink(atPath: dir.file("snapshots/rev/model-00002-of-00002.safetensors"), withDestinationPath: "../../blobs/bbb")
+        try FileManager.default.createSymbolicLink(
+            atPath: dir.file("snapshots/rev/model-00001-of-00002.safetensors"), withDestinationPath: "../../blobs/aaa")
+        try FileManager.default.createSymbolicLink(
+            atPath: dir.file("snapshots/rev/model-00002-of-00002.safetensors"), withDestinationPath: "../../blobs/bbb")
         var map: [String: String] = [:]
-        for (i, (spec, _)) in tensors.enumerated() { map[spec.name] = i < 2 ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors" }
+        for (i, (spec, _)) in tensors.enumerated() {
+            map[spec.name] = i < 2 ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors"
+        }
         let index = try JSONSerialization.data(withJSONObject: ["metadata": ["total_size": 1], "weight_map": map])
         try dir.write("snapshots/rev/model.safetensors.index.json", Array(index))
         try dir.write("snapshots/rev/config.json", Array("{}".utf8))

@@ -31,17 +31,28 @@ let shardCases: [ShardCase] = [
     ShardCase(model: "fixture", arguments: ["--dp", "1", "--tp", "4"]),
     ShardCase(model: "fixture", arguments: ["--dp", "1", "--tp", "4", "--layout", "vllm"]),
     ShardCase(model: "fixture", arguments: ["--dp", "4", "--additional-config", finegrained(embedding: 2, lmHead: 4, oProj: 2, mlp: 4)]),
-    ShardCase(model: "fixture", arguments: ["--dp", "4", "--additional-config", finegrained(embedding: 4, lmHead: 4, oProj: 4, mlp: 4), "--layout", "vllm", "--format", "hdf5"]),
-    ShardCase(model: "fixture", arguments: ["--dp", "2", "--tp", "2", "--additional-config", finegrained(embedding: 2, mlp: 2), "--format", "hdf5"]),
+    ShardCase(
+        model: "fixture",
+        arguments: [
+            "--dp", "4", "--additional-config", finegrained(embedding: 4, lmHead: 4, oProj: 4, mlp: 4), "--layout", "vllm", "--format",
+            "hdf5",
+        ]),
+    ShardCase(
+        model: "fixture",
+        arguments: ["--dp", "2", "--tp", "2", "--additional-config", finegrained(embedding: 2, mlp: 2), "--format", "hdf5"]),
     ShardCase(model: "fixture-h5", arguments: ["--dp", "2", "--tp", "2", "--layout", "vllm"]),
     ShardCase(model: "replicated", arguments: ["--dp", "1", "--tp", "8"]),
     ShardCase(model: "replicated", arguments: ["--dp", "1", "--tp", "8", "--layout", "vllm", "--format", "hdf5"]),
-    ShardCase(model: "replicated", arguments: ["--dp", "2", "--tp", "4", "--additional-config", finegrained(embedding: 2, lmHead: 2, mlp: 2), "--layout", "vllm"]),
-    ShardCase(model: "replicated", arguments: ["--dp", "8", "--additional-config", finegrained(embedding: 8, lmHead: 4, oProj: 8, mlp: 8)]),
+    ShardCase(
+        model: "replicated",
+        arguments: ["--dp", "2", "--tp", "4", "--additional-config", finegrained(embedding: 2, lmHead: 2, mlp: 2), "--layout", "vllm"]),
+    ShardCase(
+        model: "replicated", arguments: ["--dp", "8", "--additional-config", finegrained(embedding: 8, lmHead: 4, oProj: 8, mlp: 8)]),
     ShardCase(model: "tied", arguments: ["--dp", "4", "--additional-config", finegrained(embedding: 2, lmHead: 4)]),
     ShardCase(model: "tied", arguments: ["--dp", "2", "--tp", "2", "--layout", "vllm"]),
     ShardCase(model: "minilm", arguments: ["--dp", "1", "--tp", "4"]),
-    ShardCase(model: "minilm", arguments: ["--dp", "4", "--additional-config", finegrained(embedding: 2, oProj: 2, mlp: 4), "--format", "hdf5"]),
+    ShardCase(
+        model: "minilm", arguments: ["--dp", "4", "--additional-config", finegrained(embedding: 2, oProj: 2, mlp: 4), "--format", "hdf5"]),
     ShardCase(model: "minilm", arguments: ["--dp", "2", "--tp", "2", "--additional-config", finegrained(mlp: 2)]),
 ]
 
@@ -93,8 +104,12 @@ func modelPath(_ name: String) -> String? {
         let dir = try TemporaryFolder()
         defer { dir.remove() }
         for (name, threads) in [("a", "1"), ("b", "3")] {
-            let r = try run(fineshardBinary, ["shard", Models.fixture, "-o", dir.file(name), "--dp", "4", "--quiet", "--threads", threads,
-                "--additional-config", finegrained(embedding: 2, lmHead: 4, oProj: 2, mlp: 4)])
+            let r = try run(
+                fineshardBinary,
+                [
+                    "shard", Models.fixture, "-o", dir.file(name), "--dp", "4", "--quiet", "--threads", threads,
+                    "--additional-config", finegrained(embedding: 2, lmHead: 4, oProj: 2, mlp: 4),
+                ])
             #expect(r.status == 0, "\(r.stderr)")
         }
         let a = try folderContents(dir.file("a")).filter { !$0.key.hasPrefix(".fineshard") }
@@ -110,10 +125,13 @@ func modelPath(_ name: String) -> String? {
     func aKilledRunNeverVerifiesAndResumeFinishesItByteIdentical(_ fault: String) throws {
         let dir = try TemporaryFolder()
         defer { dir.remove() }
-        let args = ["--dp", "8", "--quiet", "--threads", "1", "--additional-config", finegrained(embedding: 8, lmHead: 4, oProj: 8, mlp: 8)]
+        let args = [
+            "--dp", "8", "--quiet", "--threads", "1", "--additional-config", finegrained(embedding: 8, lmHead: 4, oProj: 8, mlp: 8),
+        ]
         let reference = try run(fineshardBinary, ["shard", Models.replicated, "-o", dir.file("ref")] + args)
         #expect(reference.status == 0, "\(reference.stderr)")
-        let killed = try run(fineshardBinary, ["shard", Models.replicated, "-o", dir.file("out")] + args, environment: ["FINESHARD_FAULT": fault])
+        let killed = try run(
+            fineshardBinary, ["shard", Models.replicated, "-o", dir.file("out")] + args, environment: ["FINESHARD_FAULT": fault])
         #expect(killed.status != 0, "the fault \(fault) should have killed the run")
         #expect(!FileManager.default.fileExists(atPath: dir.file("out/manifest.json")))
         let verify = try run(fineshardBinary, ["verify", dir.file("out"), "--quiet"])
@@ -153,7 +171,10 @@ func modelPath(_ name: String) -> String? {
         let dir = try TemporaryFolder()
         defer { dir.remove() }
         let out = dir.file("out")
-        let args = ["shard", Models.replicated, "-o", out, "--dp", "8", "--quiet", "--additional-config", finegrained(embedding: 8, lmHead: 8, oProj: 4, mlp: 2)]
+        let args = [
+            "shard", Models.replicated, "-o", out, "--dp", "8", "--quiet", "--additional-config",
+            finegrained(embedding: 8, lmHead: 8, oProj: 4, mlp: 2),
+        ]
         let processes = try ["0-1", "2-3", "4-5", "6-7"].map { ranks -> Process in
             let p = Process()
             p.executableURL = URL(fileURLWithPath: fineshardBinary)
@@ -231,12 +252,18 @@ func modelPath(_ name: String) -> String? {
     @Test func aRankSubsetReadsOnlyTheBytesItsRanksNeed() throws {
         let dir = try TemporaryFolder()
         defer { dir.remove() }
-        let r = try run(fineshardBinary, ["shard", Models.fixture, "-o", dir.file("out"), "--dp", "4", "--ranks", "1", "--json",
-            "--additional-config", finegrained(embedding: 4, lmHead: 4, oProj: 4, mlp: 4)])
+        let r = try run(
+            fineshardBinary,
+            [
+                "shard", Models.fixture, "-o", dir.file("out"), "--dp", "4", "--ranks", "1", "--json",
+                "--additional-config", finegrained(embedding: 4, lmHead: 4, oProj: 4, mlp: 4),
+            ])
         #expect(r.status == 0, "\(r.stderr)")
         let summary = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
-        let plan = try ShardPlan.make(try Checkpoint.open(Models.fixture), parallel: ParallelConfig(
-            dp: 4, finegrained: FineGrainedConfig(embedding: 4, lmHead: 4, oProj: 4, mlp: 4)))
+        let plan = try ShardPlan.make(
+            try Checkpoint.open(Models.fixture),
+            parallel: ParallelConfig(
+                dp: 4, finegrained: FineGrainedConfig(embedding: 4, lmHead: 4, oProj: 4, mlp: 4)))
         let needed = plan.rank(1).tensors.flatMap(\.pieces).reduce(0) { $0 + $1.region.elementCount * 2 }
         let read = summary["bytes_read"] as! Int
         // Header reads aside, exactly the source bytes the rank's pieces name.

@@ -92,7 +92,9 @@ enum Environment {
 
 /// Runs a program; returns its exit status, stdout and stderr.
 @discardableResult
-func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
+func run(
+    _ executable: String, _ arguments: [String], environment: [String: String] = [:]
+) throws -> (status: Int32, stdout: String, stderr: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
@@ -170,7 +172,8 @@ func makeLlama(
         var bytes = [UInt8]()
         bytes.reserveCapacity(count * 2)
         for _ in 0..<count {
-            let value: Float = spec.name.hasSuffix("norm.weight") ? 1 + Float.random(in: -0.1...0.1, using: &g) : Float.random(in: -0.08...0.08, using: &g)
+            let value: Float =
+                spec.name.hasSuffix("norm.weight") ? 1 + Float.random(in: -0.1...0.1, using: &g) : Float.random(in: -0.08...0.08, using: &g)
             let bits = UInt16(value.bitPattern >> 16)
             bytes.append(UInt8(bits & 0xFF))
             bytes.append(UInt8(bits >> 8))

@@ -21,10 +21,12 @@ struct VerifyMutationTests {
         let dir = try TemporaryFolder()
         defer { dir.remove() }
         let out = dir.file("out")
-        try shard(Self.fixture, out, [
-            "--dp", "4", "--tp", "2", "--additional-config",
-            #"{"finegrained_tp_config": {"embedding_tensor_parallel_size": 2, "lmhead_tensor_parallel_size": 4, "mlp_tensor_parallel_size": 2}}"#,
-        ])
+        try shard(
+            Self.fixture, out,
+            [
+                "--dp", "4", "--tp", "2", "--additional-config",
+                #"{"finegrained_tp_config": {"embedding_tensor_parallel_size": 2, "lmhead_tensor_parallel_size": 4, "mlp_tensor_parallel_size": 2}}"#,
+            ])
         try expectPasses(out)
     }
 
@@ -60,7 +62,8 @@ struct VerifyMutationTests {
         try expectPasses(out, source: source)
         // The same with the lm_head whole (group 0, TP 1) against an embedding group of 2.
         let whole = dir.file("whole")
-        try shard(source, whole, ["--dp", "4", "--additional-config", #"{"finegrained_tp_config": {"embedding_tensor_parallel_size": 2}}"#])
+        try shard(
+            source, whole, ["--dp", "4", "--additional-config", #"{"finegrained_tp_config": {"embedding_tensor_parallel_size": 2}}"#])
         try expectPasses(whole, source: source)
     }
 
@@ -309,9 +312,11 @@ struct VerifyMutationTests {
         defer { dir.remove() }
         let out = dir.file("out")
         // DP 4, embedding group 2: ranks 0 and 2 hold rows [0, 512), ranks 1 and 3 rows [512, 1024).
-        try shard(Self.fixture, out, [
-            "--dp", "4", "--additional-config", #"{"finegrained_tp_config": {"embedding_tensor_parallel_size": 2}}"#,
-        ])
+        try shard(
+            Self.fixture, out,
+            [
+                "--dp", "4", "--additional-config", #"{"finegrained_tp_config": {"embedding_tensor_parallel_size": 2}}"#,
+            ])
         let tensor = "model.embed_tokens.weight"
         let file = "model-rank-3-part-0.safetensors"
         // Rows shifted up by one: [513, 1025) — the last real row moves into padding's place.
@@ -370,8 +375,11 @@ struct VerifyMutationTests {
         try expectHashCheckPasses(out)
         let (status, differences) = try verifyJSON(out, source: source)
         #expect(status == 1)
-        #expect(differences.contains { $0.kind == .padding && $0.rank == 3 && $0.tensor == tensor
-            && $0.message.contains("[\(shape[0] - 1), 63]") })
+        #expect(
+            differences.contains {
+                $0.kind == .padding && $0.rank == 3 && $0.tensor == tensor
+                    && $0.message.contains("[\(shape[0] - 1), 63]")
+            })
     }
 
     @Test("gate and up swapped in the fused gate_up_proj are caught by reassembly, naming the fused tensor")
@@ -570,7 +578,8 @@ struct VerifyMutationTests {
         let bytes = try Data(contentsOf: URL(fileURLWithPath: (out as NSString).appendingPathComponent(file)))
         let digest = SHA256.hash(data: bytes).hexString
         let manifestPath = (out as NSString).appendingPathComponent(Manifest.fileName)
-        var manifest = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: manifestPath))) as? [String: Any])
+        var manifest = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: manifestPath))) as? [String: Any])
         var ranks = try #require(manifest["ranks"] as? [[String: Any]])
         var patched = 0
         for i in ranks.indices {
@@ -595,7 +604,8 @@ struct VerifyMutationTests {
             (TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape), try readAll(source, $0.name))
         }
         try writeSafetensors((folder as NSString).appendingPathComponent("model.safetensors"), tensors, metadata: ["format": "pt"])
-        var config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Self.fixture + "/config.json"))) as? [String: Any])
+        var config = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Self.fixture + "/config.json"))) as? [String: Any])
         config["tie_word_embeddings"] = true
         try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys, .prettyPrinted])
             .write(to: URL(fileURLWithPath: (folder as NSString).appendingPathComponent("config.json")))

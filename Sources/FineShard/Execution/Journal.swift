@@ -46,7 +46,9 @@ public struct JournalEntry: Codable, Sendable, Equatable {
 }
 
 /// Names what differs between the configuration an output folder was made with and this one.
-func describeDifferences(old: ParallelConfig, oldSources: [Manifest.FileRecord], new: ParallelConfig, newSources: [Manifest.FileRecord]) -> [String] {
+func describeDifferences(
+    old: ParallelConfig, oldSources: [Manifest.FileRecord], new: ParallelConfig, newSources: [Manifest.FileRecord]
+) -> [String] {
     var out: [String] = []
     func check<T: Equatable>(_ name: String, _ a: T, _ b: T) { if a != b { out.append("\(name) was \(a), now \(b)") } }
     check("--dp", old.dp, new.dp)

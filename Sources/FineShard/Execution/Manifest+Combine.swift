@@ -24,7 +24,9 @@ extension Manifest {
         for m in parts.dropFirst() {
             guard m.planFingerprint == combined.planFingerprint else {
                 throw ManifestError.cannotCombine(
-                    message: "plan fingerprints differ (\(combined.planFingerprint.prefix(12))… vs \(m.planFingerprint.prefix(12))…): the parts come from different sources or options")
+                    message:
+                        "plan fingerprints differ (\(combined.planFingerprint.prefix(12))… vs \(m.planFingerprint.prefix(12))…): the parts come from different sources or options"
+                )
             }
             guard m.copied == combined.copied else {
                 throw ManifestError.cannotCombine(message: "the parts list different copied non-weight files")
@@ -38,7 +40,8 @@ extension Manifest {
         let world = combined.parallel.dp * combined.parallel.tp
         let missing = (0..<world).filter { seen[$0] == nil }
         if requireAllRanks, !missing.isEmpty {
-            throw ManifestError.cannotCombine(message: "ranks \(RankList.describe(missing)) are in no partial manifest; run their shard tasks first")
+            throw ManifestError.cannotCombine(
+                message: "ranks \(RankList.describe(missing)) are in no partial manifest; run their shard tasks first")
         }
         combined.ranks = parts.flatMap(\.ranks).sorted { $0.rank < $1.rank }
         // A source hash survives only where every part recorded the same one.

@@ -13,7 +13,9 @@ public final class ShardExecutor: @unchecked Sendable {
     /// Called with the bytes written so far and the total, from worker threads.
     let progress: @Sendable (Int, Int) -> Void
 
-    public init(checkpoint: Checkpoint, plan: ShardPlan, options: ShardOptions, progress: @escaping @Sendable (Int, Int) -> Void = { _, _ in }) {
+    public init(
+        checkpoint: Checkpoint, plan: ShardPlan, options: ShardOptions, progress: @escaping @Sendable (Int, Int) -> Void = { _, _ in }
+    ) {
         self.checkpoint = checkpoint
         self.plan = plan
         self.options = options
@@ -79,7 +81,8 @@ public final class ShardExecutor: @unchecked Sendable {
             do {
                 try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
             } catch {
-                throw PlanError.badOption(option: "-o", message: "cannot create the output folder '\(out)': \((error as NSError).localizedDescription)")
+                throw PlanError.badOption(
+                    option: "-o", message: "cannot create the output folder '\(out)': \((error as NSError).localizedDescription)")
             }
         }
         guard access(out, W_OK) == 0 else {
@@ -95,17 +98,20 @@ public final class ShardExecutor: @unchecked Sendable {
             if let other = journal.first(where: { $0.planFingerprint != fingerprint }) {
                 throw ManifestError.fingerprintMismatch(
                     file: JournalEntry.path(out, rank: other.rank.rank),
-                    differences: describeDifferences(old: other.parallel, oldSources: other.sourceFiles, new: plan.parallel, newSources: sourceRecords))
+                    differences: describeDifferences(
+                        old: other.parallel, oldSources: other.sourceFiles, new: plan.parallel, newSources: sourceRecords))
             }
             for name in manifestNames() {
                 if let m = try? Manifest.read(path(name)), m.planFingerprint != fingerprint {
                     throw ManifestError.fingerprintMismatch(
                         file: path(name),
-                        differences: describeDifferences(old: m.parallel, oldSources: m.source.files, new: plan.parallel, newSources: sourceRecords))
+                        differences: describeDifferences(
+                            old: m.parallel, oldSources: m.source.files, new: plan.parallel, newSources: sourceRecords))
                 }
             }
         } else if !options.force {
-            let existing = ranks.flatMap { r in r.files.filter { FileManager.default.fileExists(atPath: path($0)) } }
+            let existing =
+                ranks.flatMap { r in r.files.filter { FileManager.default.fileExists(atPath: path($0)) } }
                 + ranks.filter { JournalEntry.read(out, rank: $0.rank) != nil }.map { "\(JournalEntry.folder)/rank-\($0.rank).json" }
             if !existing.isEmpty { throw ManifestError.outputExists(files: existing) }
         }
@@ -119,7 +125,9 @@ public final class ShardExecutor: @unchecked Sendable {
         var write: [RankPlan] = []
         var skip: [JournalEntry] = []
         for r in ranks {
-            if options.resume, let entry = JournalEntry.read(out, rank: r.rank), entry.planFingerprint == fingerprint, filesMatch(entry.rank.files) {
+            if options.resume, let entry = JournalEntry.read(out, rank: r.rank), entry.planFingerprint == fingerprint,
+                filesMatch(entry.rank.files)
+            {
                 skip.append(entry)
             } else {
                 unlink(JournalEntry.path(out, rank: r.rank))
@@ -185,7 +193,9 @@ public final class ShardExecutor: @unchecked Sendable {
                     if finishedRank {
                         let r = byRank[job.rank]!
                         let files = state.withLock { s in r.files.map { s.results[$0]! } }
-                        try JournalEntry(planFingerprint: fingerprint, parallel: plan.parallel, sourceFiles: sourceRecords, rank: record(r, files)).write(out)
+                        try JournalEntry(
+                            planFingerprint: fingerprint, parallel: plan.parallel, sourceFiles: sourceRecords, rank: record(r, files)
+                        ).write(out)
                     }
                 } catch {
                     state.withLock { if $0.error == nil { $0.error = error } }
@@ -204,13 +214,16 @@ public final class ShardExecutor: @unchecked Sendable {
             files: zip(r.files, files).map { Manifest.FileRecord(name: $0, bytes: $1.bytes, sha256: $1.sha256) }, tensors: r.tensors)
     }
 
-    func writeFile(_ name: String, tensors: [PlannedTensor], assembler: inout TensorAssembler, done: borrowing Atomic<Int>, total: Int) throws -> WrittenFile {
+    func writeFile(
+        _ name: String, tensors: [PlannedTensor], assembler: inout TensorAssembler, done: borrowing Atomic<Int>, total: Int
+    ) throws -> WrittenFile {
         let target = path(name)
         let specs = tensors.map(\.spec)
         let writer: any TensorFileWriter =
             plan.parallel.format == .hdf5
             ? try HDF5Writer(path: target, tensors: specs, compressionLevel: options.compressionLevel)
-            : try SafetensorsWriter(path: target, tensors: specs, bufferSize: min(8 << 20, max(1 << 16, options.memoryBudget / max(options.threads, 1) / 4)))
+            : try SafetensorsWriter(
+                path: target, tensors: specs, bufferSize: min(8 << 20, max(1 << 16, options.memoryBudget / max(options.threads, 1) / 4)))
         let byName = Dictionary(uniqueKeysWithValues: tensors.map { ($0.name, $0) })
         do {
             for spec in writer.order {
@@ -236,7 +249,8 @@ public final class ShardExecutor: @unchecked Sendable {
             let source = try OpenFile.forReading(checkpoint.path(of: name))
             let bytes = try source.read(count: try source.size(), at: 0)
             let target = path(name)
-            try FileManager.default.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             try writeAtomically(bytes, to: target)
             return Manifest.FileRecord(name: name, bytes: bytes.count, sha256: SHA256.hash(data: bytes).hexString)
         }

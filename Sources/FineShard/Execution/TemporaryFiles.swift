@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Dispatch
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// The temporary files fineshard has open, so that SIGTERM and SIGINT can remove them before
 /// the process exits (SPEC §7): a cancelled run leaves finished files and nothing half-written.

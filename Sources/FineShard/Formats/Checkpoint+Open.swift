@@ -81,12 +81,16 @@ extension Checkpoint {
             let components = raw.split(separator: "/", omittingEmptySubsequences: false)
             guard !raw.hasPrefix("/"), !raw.isEmpty, !components.contains(".."), !raw.contains("\0") else {
                 throw CheckpointError.invalidIndex(
-                    file: indexFileName, message: "tensor '\(tensor)' is mapped to '\(raw)', which is not a file inside the checkpoint folder (absolute paths and '..' are refused)")
+                    file: indexFileName,
+                    message:
+                        "tensor '\(tensor)' is mapped to '\(raw)', which is not a file inside the checkpoint folder (absolute paths and '..' are refused)"
+                )
             }
             // "./a.safetensors" and "a.safetensors" name one file.
             let file = components.filter { $0 != "." && !$0.isEmpty }.joined(separator: "/")
             guard !file.isEmpty else {
-                throw CheckpointError.invalidIndex(file: indexFileName, message: "tensor '\(tensor)' is mapped to '\(raw)', which is the folder itself")
+                throw CheckpointError.invalidIndex(
+                    file: indexFileName, message: "tensor '\(tensor)' is mapped to '\(raw)', which is the folder itself")
             }
             normalized[raw] = file
             weightMap.append((tensor, file))
@@ -100,7 +104,8 @@ extension Checkpoint {
         let checkpoint = try open(root: root, files: files, format: .safetensors, maxTensors: maxTensors)
         for (tensor, file) in weightMap {
             guard let info = try? checkpoint.tensor(tensor), info.file == file else {
-                throw CheckpointError.invalidIndex(file: indexFileName, message: "tensor '\(tensor)' is mapped to '\(file)', which does not contain it")
+                throw CheckpointError.invalidIndex(
+                    file: indexFileName, message: "tensor '\(tensor)' is mapped to '\(file)', which does not contain it")
             }
         }
         // Names in the map are distinct and all found, so equal counts mean nothing is unlisted.

@@ -35,7 +35,10 @@ public final class Checkpoint: Sendable {
     private let identities: [String: OpenFile.Identity]
     private let readers: [String: any TensorStore]
 
-    init(root: String, format: CheckpointFormat, files: [File], tensors: [TensorInfo], readers: [String: any TensorStore], weightNames: Set<String>) throws {
+    init(
+        root: String, format: CheckpointFormat, files: [File], tensors: [TensorInfo], readers: [String: any TensorStore],
+        weightNames: Set<String>
+    ) throws {
         self.root = root
         self.format = format
         self.files = files
@@ -49,7 +52,8 @@ public final class Checkpoint: Sendable {
             }
         }
         self.byName = byName
-        self.identities = try Dictionary(uniqueKeysWithValues: files.map { ($0.name, try OpenFile.identity(of: (root as NSString).appendingPathComponent($0.name))) })
+        self.identities = try Dictionary(
+            uniqueKeysWithValues: files.map { ($0.name, try OpenFile.identity(of: (root as NSString).appendingPathComponent($0.name))) })
         let configPath = (root as NSString).appendingPathComponent("config.json")
         self.config = FileManager.default.contents(atPath: configPath)
         self.nonWeightFiles = Self.listNonWeightFiles(root: root, excluding: weightNames)
@@ -62,8 +66,11 @@ public final class Checkpoint: Sendable {
             let path = path(of: file.name)
             let now = try OpenFile.identity(of: path)
             guard let then = identities[file.name], now != then else { continue }
-            let what = now.size != then.size ? "its size went from \(then.size) to \(now.size) bytes" : now.inode != then.inode ? "it was replaced" : "it was modified"
-            throw CheckpointError.sourceChanged(file: path, message: "\(what) since it was opened; its shards are not recorded as complete: run again")
+            let what =
+                now.size != then.size
+                ? "its size went from \(then.size) to \(now.size) bytes" : now.inode != then.inode ? "it was replaced" : "it was modified"
+            throw CheckpointError.sourceChanged(
+                file: path, message: "\(what) since it was opened; its shards are not recorded as complete: run again")
         }
     }
 

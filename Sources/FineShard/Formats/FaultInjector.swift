@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// The test-only fault hook of SPEC §7. `FINESHARD_FAULT=stage:count:action` makes the process fail
 /// at a deterministic point: at the `count`-th event of `stage` it either kills itself with SIGKILL

@@ -96,7 +96,8 @@ public final class HDF5Reader: @unchecked Sendable {
             let creation = try HDF5ID(H5Dget_create_plist(dataset.raw), file: fileName, what)
             var chunk = [hsize_t](repeating: 0, count: max(info.shape.count, 1))
             let chunkRank = H5Pget_layout(creation.raw) == H5D_CHUNKED ? H5Pget_chunk(creation.raw, Int32(chunk.count), &chunk) : 0
-            HDF5Library.expectChunkBytes(chunkRank > 0 ? chunk[0..<Int(chunkRank)].reduce(1) { $0 * Int($1) } * H5Tget_size(fileType.raw) : 0)
+            HDF5Library.expectChunkBytes(
+                chunkRank > 0 ? chunk[0..<Int(chunkRank)].reduce(1) { $0 * Int($1) } * H5Tget_size(fileType.raw) : 0)
             if info.shape.isEmpty {
                 let memorySpace = try HDF5ID(H5Screate(H5S_SCALAR), file: fileName, what)
                 try HDF5Library.check(
@@ -250,7 +251,9 @@ public final class HDF5Reader: @unchecked Sendable {
 
     /// A scalar string attribute, fixed-length or variable-length as h5py writes them; `nil` if
     /// absent. Read with the stored character set: HDF5 1.10 cannot convert ASCII to UTF-8.
-    static func stringAttribute(_ attributeName: String, of object: hid_t, file: String, _ what: String) throws
+    static func stringAttribute(
+        _ attributeName: String, of object: hid_t, file: String, _ what: String
+    ) throws
         -> String?
     {
         guard try HDF5Library.check(H5Aexists(object, attributeName), file: file, what) > 0 else { return nil }

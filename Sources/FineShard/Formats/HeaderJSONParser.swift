@@ -160,7 +160,8 @@ struct HeaderJSONParser {
                 let (a, o1) = value.multipliedReportingOverflow(by: 10)
                 let (b, o2) = a.addingReportingOverflow(Int(bytes[i] - 0x30))
                 if o1 || o2 {
-                    throw fail(field == "shape" ? .shapeOverflow : .badOffsets, "tensor '\(name)' has a \(field) value that overflows 64 bits")
+                    throw fail(
+                        field == "shape" ? .shapeOverflow : .badOffsets, "tensor '\(name)' has a \(field) value that overflows 64 bits")
                 }
                 value = b
                 i += 1

@@ -51,7 +51,8 @@ public struct InspectReport: Codable, Sendable {
         let starts = Dictionary(uniqueKeysWithValues: checkpoint.files.map { ($0.name, $0.dataStart) })
         tensors = checkpoint.tensors.map { t in
             let offsets = t.offset.flatMap { offset in starts[t.file]!.map { [offset - $0, offset - $0 + t.byteCount] } }
-            return Tensor(name: t.name, dtype: t.dtype, shape: t.shape, bytes: t.byteCount, file: t.file, dataOffsets: offsets, role: roles[t.name])
+            return Tensor(
+                name: t.name, dtype: t.dtype, shape: t.shape, bytes: t.byteCount, file: t.file, dataOffsets: offsets, role: roles[t.name])
         }
     }
 }

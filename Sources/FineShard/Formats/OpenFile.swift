@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// Counters of the bytes fineshard moves, process-wide: tests use them to show that a cut reads
 /// only what it needs, and `--json` summaries report them.
@@ -69,14 +70,16 @@ public final class OpenFile: @unchecked Sendable {
     public func identity() throws -> Identity {
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw CheckpointError.io(file: path, operation: "stat", reason: Self.errorText(errno)) }
-        return Identity(size: Int(st.st_size), modified: Int(st.st_mtim.tv_sec) * 1_000_000_000 + Int(st.st_mtim.tv_nsec), inode: UInt64(st.st_ino))
+        return Identity(
+            size: Int(st.st_size), modified: Int(st.st_mtim.tv_sec) * 1_000_000_000 + Int(st.st_mtim.tv_nsec), inode: UInt64(st.st_ino))
     }
 
     /// stat(2) of a path (following links), for noticing that a file was replaced.
     public static func identity(of path: String) throws -> Identity {
         var st = stat()
         guard stat(path, &st) == 0 else { throw CheckpointError.sourceChanged(file: path, message: "it is gone (\(errorText(errno)))") }
-        return Identity(size: Int(st.st_size), modified: Int(st.st_mtim.tv_sec) * 1_000_000_000 + Int(st.st_mtim.tv_nsec), inode: UInt64(st.st_ino))
+        return Identity(
+            size: Int(st.st_size), modified: Int(st.st_mtim.tv_sec) * 1_000_000_000 + Int(st.st_mtim.tv_nsec), inode: UInt64(st.st_ino))
     }
 
     /// fstat(2): the file's size in bytes.

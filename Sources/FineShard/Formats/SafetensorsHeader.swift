@@ -58,25 +58,37 @@ public struct SafetensorsHeader: Sendable {
         tensors.reserveCapacity(entries.tensors.count)
         for entry in entries.tensors {
             guard let dtype = DType(rawValue: entry.dtype) else {
-                throw fail(.unknownDType, "tensor '\(entry.name)' has unknown dtype '\(entry.dtype)' (known: \(DType.allCases.map(\.rawValue).joined(separator: ", ")))")
+                throw fail(
+                    .unknownDType,
+                    "tensor '\(entry.name)' has unknown dtype '\(entry.dtype)' (known: \(DType.allCases.map(\.rawValue).joined(separator: ", ")))"
+                )
             }
             var elements = 1
             for d in entry.shape {
                 let (product, overflow) = elements.multipliedReportingOverflow(by: d)
-                guard !overflow else { throw fail(.shapeOverflow, "tensor '\(entry.name)' has shape \(entry.shape) whose element count overflows") }
+                guard !overflow else {
+                    throw fail(.shapeOverflow, "tensor '\(entry.name)' has shape \(entry.shape) whose element count overflows")
+                }
                 elements = product
             }
             let (byteCount, overflow) = elements.multipliedReportingOverflow(by: dtype.size)
-            guard !overflow else { throw fail(.shapeOverflow, "tensor '\(entry.name)' has shape \(entry.shape) × \(dtype.size) bytes, which overflows") }
+            guard !overflow else {
+                throw fail(.shapeOverflow, "tensor '\(entry.name)' has shape \(entry.shape) × \(dtype.size) bytes, which overflows")
+            }
             let (start, end) = (entry.offsets.0, entry.offsets.1)
             guard start <= end else {
                 throw fail(.offsetsReversed, "tensor '\(entry.name)' has data_offsets [\(start), \(end)]: the end is before the start")
             }
             guard end - start == byteCount else {
-                throw fail(.sizeMismatch, "tensor '\(entry.name)' has shape \(entry.shape) of \(dtype.rawValue) = \(byteCount) bytes but data_offsets [\(start), \(end)] span \(end - start)")
+                throw fail(
+                    .sizeMismatch,
+                    "tensor '\(entry.name)' has shape \(entry.shape) of \(dtype.rawValue) = \(byteCount) bytes but data_offsets [\(start), \(end)] span \(end - start)"
+                )
             }
             guard end <= dataSize else {
-                throw fail(.outsideDataArea, "tensor '\(entry.name)' has data_offsets [\(start), \(end)] past the end of the \(dataSize)-byte data area")
+                throw fail(
+                    .outsideDataArea,
+                    "tensor '\(entry.name)' has data_offsets [\(start), \(end)] past the end of the \(dataSize)-byte data area")
             }
             tensors.append(TensorInfo(name: entry.name, dtype: dtype, shape: entry.shape, file: fileName, offset: dataStart + start))
             ranges.append((start, end, entry.name))
@@ -88,7 +100,8 @@ public struct SafetensorsHeader: Sendable {
         for i in order {
             let r = ranges[i]
             if r.start < position {
-                throw fail(.overlap, "tensor '\(r.name)' at data_offsets [\(r.start), \(r.end)] overlaps \(previous), which ends at \(position)")
+                throw fail(
+                    .overlap, "tensor '\(r.name)' at data_offsets [\(r.start), \(r.end)] overlaps \(previous), which ends at \(position)")
             }
             if r.start > position {
                 throw fail(.hole, "bytes [\(position), \(r.start)) between \(previous) and tensor '\(r.name)' belong to no tensor")
@@ -97,7 +110,9 @@ public struct SafetensorsHeader: Sendable {
             previous = "tensor '\(r.name)'"
         }
         guard position == dataSize else {
-            throw fail(.trailingBytes, "the data area has \(dataSize) bytes but the tensors end at \(position): \(dataSize - position) trailing bytes")
+            throw fail(
+                .trailingBytes,
+                "the data area has \(dataSize) bytes but the tensors end at \(position): \(dataSize - position) trailing bytes")
         }
         return SafetensorsHeader(tensors: order.map { tensors[$0] }, metadata: entries.metadata, dataStart: dataStart)
     }
@@ -111,7 +126,8 @@ public struct SafetensorsHeader: Sendable {
         for t in tensors {
             let size = t.shape.reduce(1, *) * t.dtype.size
             let shape = t.shape.map(String.init).joined(separator: ",")
-            entries.append((t.name, "{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + size)]}"))
+            entries.append(
+                (t.name, "{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + size)]}"))
             offset += size
         }
         entries.sort { $0.0.utf8Precedes($1.0) }

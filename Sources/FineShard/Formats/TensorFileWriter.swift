@@ -1,3 +1,5 @@
+import Foundation
+
 /// The name, element type and shape of a tensor to be written.
 public struct TensorSpec: Sendable, Hashable, Codable {
     public var name: String
@@ -35,8 +37,11 @@ public protocol TensorFileWriter: AnyObject {
     func abort()
 }
 
-/// The temporary name an output file has until it is complete.
-public func temporaryPath(for path: String) -> String { path + ".fineshard-tmp" }
+/// The temporary name an output file has until it is complete. The process id keeps processes
+/// that write the same file at once (the non-weight files every `--ranks` task copies) apart.
+public func temporaryPath(for path: String) -> String { "\(path).\(temporaryTag).fineshard-tmp" }
+
+private let temporaryTag = String(getpid())
 
 extension Sequence<UInt8> {
     /// Lowercase hexadecimal, as SHA-256 digests are written in manifests.

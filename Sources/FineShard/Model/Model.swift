@@ -73,12 +73,16 @@ public struct Model: Sendable {
                 unknown.append(t.name)
             }
         }
-        let embedding = tensors.first { roles[$0.name]?.kind == .embedding && roles[$0.name]?.layer == nil && roles[$0.name]?.parameter == .weight }
+        let embedding = tensors.first {
+            roles[$0.name]?.kind == .embedding && roles[$0.name]?.layer == nil && roles[$0.name]?.parameter == .weight
+        }
         let hasLMHead = tensors.contains { roles[$0.name]?.kind == .lmHead && roles[$0.name]?.layer == nil }
         let causal = family != .bert
         if causal, !hasLMHead, config?.tieWordEmbeddings == false {
             throw ModelError.inconsistent(
-                message: "config.json says tie_word_embeddings: false but the checkpoint has no lm_head tensor; a causal LM needs one or tied embeddings")
+                message:
+                    "config.json says tie_word_embeddings: false but the checkpoint has no lm_head tensor; a causal LM needs one or tied embeddings"
+            )
         }
         let c = config ?? ModelConfig()
         let hidden = c.hiddenSize ?? c.nEmbd ?? embedding?.shape.last
@@ -92,10 +96,12 @@ public struct Model: Sendable {
         {
             kvHeads = k.shape[0] / headDim
         }
-        let intermediate = c.intermediateSize ?? c.nInner
+        let intermediate =
+            c.intermediateSize ?? c.nInner
             ?? tensors.first { [.gate, .up].contains(roles[$0.name]?.kind) && roles[$0.name]?.parameter == .weight }
-                .map { roles[$0.name]!.transposed ? $0.shape[1] : $0.shape[0] }
-        let experts = c.nRoutedExperts
+            .map { roles[$0.name]!.transposed ? $0.shape[1] : $0.shape[0] }
+        let experts =
+            c.nRoutedExperts
             ?? Set(roles.values.compactMap(\.expert)).count.nonZero
         let facts = ModelFacts(
             architecture: c.architectures?.first ?? c.modelType ?? family.rawValue,
@@ -136,7 +142,10 @@ public struct Model: Sendable {
         if names.contains(where: { $0.contains(".attn.c_attn.") }) { return .gpt2 }
         if names.contains(where: { $0.contains("attention.self.query") }) { return .bert }
         if names.contains(where: { $0.hasPrefix("model.layers.") && $0.contains("self_attn.") }) { return .llama }
-        let what = config == nil ? "there is no config.json and the tensor names" : "config.json (model_type '\(type)', architectures '\(arch)') and the tensor names"
+        let what =
+            config == nil
+            ? "there is no config.json and the tensor names"
+            : "config.json (model_type '\(type)', architectures '\(arch)') and the tensor names"
         throw ModelError.unsupported(
             message: "\(what) match no architecture fineshard knows (Llama, Mistral, Qwen2, Qwen3, DeepSeek-V2/V3, BERT, GPT-2)")
     }

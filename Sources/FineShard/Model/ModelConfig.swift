@@ -84,7 +84,9 @@ public struct ModelConfig: Codable, Sendable, Equatable {
             let field = context.codingPath.map(\.stringValue).joined(separator: ".")
             throw ModelError.badConfig(file: file, field: field, message: context.debugDescription)
         } catch DecodingError.dataCorrupted(let context) {
-            throw ModelError.badConfig(file: file, field: context.codingPath.map(\.stringValue).joined(separator: "."), message: "not valid JSON: \(context.debugDescription)")
+            throw ModelError.badConfig(
+                file: file, field: context.codingPath.map(\.stringValue).joined(separator: "."),
+                message: "not valid JSON: \(context.debugDescription)")
         }
         let sizes: [(String, Int?)] = [
             ("hidden_size", config.hiddenSize), ("num_attention_heads", config.numAttentionHeads),
@@ -96,7 +98,8 @@ public struct ModelConfig: Codable, Sendable, Equatable {
             if let value, value <= 0 { throw ModelError.badConfig(file: file, field: field, message: "must be positive, is \(value)") }
         }
         if let heads = config.numAttentionHeads, let kv = config.numKeyValueHeads, heads % kv != 0 {
-            throw ModelError.badConfig(file: file, field: "num_key_value_heads", message: "\(kv) does not divide num_attention_heads = \(heads)")
+            throw ModelError.badConfig(
+                file: file, field: "num_key_value_heads", message: "\(kv) does not divide num_attention_heads = \(heads)")
         }
         return config
     }

@@ -37,7 +37,9 @@ enum TensorNaming {
         return nil
     }
 
-    static func param(_ kind: TensorRole.Kind, _ suffix: String, layer: Int? = nil, expert: Int? = nil, transposed: Bool = false) -> TensorRole? {
+    static func param(
+        _ kind: TensorRole.Kind, _ suffix: String, layer: Int? = nil, expert: Int? = nil, transposed: Bool = false
+    ) -> TensorRole? {
         guard let p = parameterSuffixes[suffix] else { return nil }
         return TensorRole(kind, p, layer: layer, expert: expert, transposed: transposed)
     }

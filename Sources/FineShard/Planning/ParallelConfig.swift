@@ -70,11 +70,15 @@ public struct FineGrainedConfig: Codable, Sendable, Hashable {
         let known = Dictionary(uniqueKeysWithValues: vllmKeys)
         for key in fields.keys.sorted() {
             guard let component = known[key] else {
-                notes.append("--additional-config: finegrained_tp_config key '\(key)' is unknown; ignored (known: \(vllmKeys.map(\.0).joined(separator: ", ")))")
+                notes.append(
+                    "--additional-config: finegrained_tp_config key '\(key)' is unknown; ignored (known: \(vllmKeys.map(\.0).joined(separator: ", ")))"
+                )
                 continue
             }
             guard case .number(let number) = fields[key]!, let value = Int(exactly: number), value >= 0 else {
-                throw PlanError.badOption(option: "--additional-config", message: "finegrained_tp_config.\(key) must be a non-negative integer, is \(fields[key]!)")
+                throw PlanError.badOption(
+                    option: "--additional-config",
+                    message: "finegrained_tp_config.\(key) must be a non-negative integer, is \(fields[key]!)")
             }
             config[component] = value
         }
@@ -88,12 +92,19 @@ public enum JSONValue: Decodable, Sendable, Hashable, CustomStringConvertible {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.singleValueContainer()
-        if c.decodeNil() { self = .null }
-        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
-        else if let n = try? c.decode(Double.self) { self = .number(n) }
-        else if let s = try? c.decode(String.self) { self = .string(s) }
-        else if let a = try? c.decode([JSONValue].self) { self = .array(a) }
-        else { self = .object(try c.decode([String: JSONValue].self)) }
+        if c.decodeNil() {
+            self = .null
+        } else if let b = try? c.decode(Bool.self) {
+            self = .bool(b)
+        } else if let n = try? c.decode(Double.self) {
+            self = .number(n)
+        } else if let s = try? c.decode(String.self) {
+            self = .string(s)
+        } else if let a = try? c.decode([JSONValue].self) {
+            self = .array(a)
+        } else {
+            self = .object(try c.decode([String: JSONValue].self))
+        }
     }
 
     public var description: String {

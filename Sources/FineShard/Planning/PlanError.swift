@@ -16,7 +16,8 @@ public enum PlanError: FineShardError, Equatable {
         case .invalidConfiguration(let problems):
             problems.count == 1 ? problems[0] : "the configuration does not fit the model:\n  - " + problems.joined(separator: "\n  - ")
         case .unknownTensors(let names):
-            "--strict: \(names.count) tensor(s) match no rule: " + names.prefix(10).joined(separator: ", ") + (names.count > 10 ? ", …" : "")
+            "--strict: \(names.count) tensor(s) match no rule: " + names.prefix(10).joined(separator: ", ")
+                + (names.count > 10 ? ", …" : "")
         }
     }
 }

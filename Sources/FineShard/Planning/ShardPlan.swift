@@ -22,7 +22,8 @@ public struct Piece: Codable, Sendable, Hashable {
         at = try c.decode([Int].self, forKey: .at)
         let pairs = try c.decode([[Int]].self, forKey: .ranges)
         guard pairs.allSatisfy({ $0.count == 2 && $0[0] >= 0 && $0[0] <= $0[1] }), pairs.count == at.count else {
-            throw DecodingError.dataCorruptedError(forKey: .ranges, in: c, debugDescription: "piece of '\(source)' has malformed ranges \(pairs)")
+            throw DecodingError.dataCorruptedError(
+                forKey: .ranges, in: c, debugDescription: "piece of '\(source)' has malformed ranges \(pairs)")
         }
         region = Region(pairs.map { $0[0]..<$0[1] })
     }
@@ -114,7 +115,8 @@ public struct ShardPlan: Sendable {
         var chunk = ""
         for (i, t) in sources.enumerated() {
             if i > 0 { chunk += "," }
-            chunk += #"{"dtype":"\#(t.dtype.rawValue)","file":\#(SafetensorsHeader.jsonString(t.file)),"name":\#(SafetensorsHeader.jsonString(t.name)),"#
+            chunk +=
+                #"{"dtype":"\#(t.dtype.rawValue)","file":\#(SafetensorsHeader.jsonString(t.file)),"name":\#(SafetensorsHeader.jsonString(t.name)),"#
             chunk += #""offset":\#(t.offset.map(String.init) ?? "null"),"shape":[\#(t.shape.map(String.init).joined(separator: ","))]}"#
             if chunk.utf8.count > 1 << 16 {
                 hasher.update(data: Data(chunk.utf8))

@@ -19,8 +19,12 @@ public struct ShardPlanner {
         guard planner.problems.isEmpty else { throw PlanError.invalidConfiguration(problems: planner.problems) }
         if strict, !model.unknown.isEmpty { throw PlanError.unknownTensors(names: model.unknown) }
         let rules = planner.makeRules()
-        if parallel.format == .hdf5, let bad = rules.first(where: { $0.output.isEmpty || $0.output.contains("/") || $0.output.contains("\0") || $0.output == "." }) {
-            planner.problem("--format hdf5: tensor '\(bad.output)' cannot be an HDF5 dataset name (it is empty, '.', or contains '/' or NUL); use --format safetensors")
+        if parallel.format == .hdf5,
+            let bad = rules.first(where: { $0.output.isEmpty || $0.output.contains("/") || $0.output.contains("\0") || $0.output == "." })
+        {
+            planner.problem(
+                "--format hdf5: tensor '\(bad.output)' cannot be an HDF5 dataset name (it is empty, '.', or contains '/' or NUL); use --format safetensors"
+            )
         }
         guard planner.problems.isEmpty else { throw PlanError.invalidConfiguration(problems: planner.problems) }
         return ShardPlan(
@@ -59,12 +63,15 @@ public struct ShardPlanner {
         for c in Component.allCases where p.finegrained[c] > 0 {
             let g = p.finegrained[c]
             if g > p.dp || p.dp % g != 0 {
-                problem("\(Self.optionName(c)) = \(g) must divide --dp \(p.dp) (a group is G consecutive DP ranks)"
-                    + Self.nearest(g, limit: p.dp) { p.dp % $0 == 0 })
+                problem(
+                    "\(Self.optionName(c)) = \(g) must divide --dp \(p.dp) (a group is G consecutive DP ranks)"
+                        + Self.nearest(g, limit: p.dp) { p.dp % $0 == 0 })
             }
         }
         if p.finegrained.oProj > 0, p.tp > 1 {
-            problem("\(Self.optionName(.oProj)) = \(p.finegrained.oProj) needs --tp 1 (vllm-ascend: the attention output it consumes is not TP-split then), but --tp is \(p.tp)")
+            problem(
+                "\(Self.optionName(.oProj)) = \(p.finegrained.oProj) needs --tp 1 (vllm-ascend: the attention output it consumes is not TP-split then), but --tp is \(p.tp)"
+            )
         }
         let pattern = p.filePattern
         if !pattern.contains("{part}") { problem("--file-pattern '\(pattern)' must contain {part}") }
@@ -75,7 +82,8 @@ public struct ShardPlanner {
             problem("--file-pattern '\(pattern)' must be a plain file name (no '/', no leading '.')")
         }
         if p.layout == .vllm, model.facts.family != .llama {
-            problem("--layout vllm covers the Llama family (Llama, Mistral, Qwen2, Qwen3) for now; this model is \(model.facts.architecture)")
+            problem(
+                "--layout vllm covers the Llama family (Llama, Mistral, Qwen2, Qwen3) for now; this model is \(model.facts.architecture)")
         }
         if p.layout == .vllm, model.facts.tieWordEmbeddings, problems.isEmpty,
             (0..<topology.worldSize).contains(where: { r in
@@ -83,7 +91,9 @@ public struct ShardPlanner {
                     || topology.index(.fineGrained(.embedding), rank: r) != topology.index(.fineGrained(.lmHead), rank: r)
             })
         {
-            problem("--layout vllm with tied embeddings writes one table per rank (lm_head.weight, the key vLLM's _filter_subtensors keeps), so every rank needs the same embedding and lm_head shard: \(option(.fineGrained(.embedding))) and \(option(.fineGrained(.lmHead))) give different ones")
+            problem(
+                "--layout vllm with tied embeddings writes one table per rank (lm_head.weight, the key vLLM's _filter_subtensors keeps), so every rank needs the same embedding and lm_head shard: \(option(.fineGrained(.embedding))) and \(option(.fineGrained(.lmHead))) give different ones"
+            )
         }
     }
 
@@ -215,7 +225,8 @@ public struct ShardPlanner {
             let n = size(group)
             if shape[dim] % n != 0 {
                 problem(
-                    "\(what) of '\(name)' (\(shape[dim])) is not divisible by \(option(group))" + nearestLegal(group) { shape[dim] % $0 == 0 },
+                    "\(what) of '\(name)' (\(shape[dim])) is not divisible by \(option(group))"
+                        + nearestLegal(group) { shape[dim] % $0 == 0 },
                     key: "\(role.kind):\(shape[dim]):\(group)")
             }
             return .split(Split(dim: dim, group: group, scheme: .even))
@@ -227,9 +238,12 @@ public struct ShardPlanner {
             return .split(Split(dim: 0, group: group, scheme: vocabScheme(rows: shape[0])))
         case .q, .mlaHeads:
             if parallel.tp > 1 {
-                let heads = try fact(facts.numAttentionHeads, "num_attention_heads", for: "cutting '\(name)' by heads over --tp \(parallel.tp)")
+                let heads = try fact(
+                    facts.numAttentionHeads, "num_attention_heads", for: "cutting '\(name)' by heads over --tp \(parallel.tp)")
                 if heads % parallel.tp != 0 {
-                    problem("num_attention_heads = \(heads) is not divisible by --tp \(parallel.tp)" + Self.nearest(parallel.tp, limit: heads) { heads % $0 == 0 }, key: "heads")
+                    problem(
+                        "num_attention_heads = \(heads) is not divisible by --tp \(parallel.tp)"
+                            + Self.nearest(parallel.tp, limit: heads) { heads % $0 == 0 }, key: "heads")
                 }
             }
             return even(outDim, .tensorParallel, "the output dimension")
@@ -241,18 +255,26 @@ public struct ShardPlanner {
             let kvHeads = try fact(facts.numKeyValueHeads, "num_key_value_heads", for: what)
             let headDim = try fact(facts.headDim, "head_dim", for: what)
             if heads % tp != 0 {
-                problem("num_attention_heads = \(heads) is not divisible by --tp \(tp)" + Self.nearest(tp, limit: heads) { heads % $0 == 0 }, key: "heads")
+                problem(
+                    "num_attention_heads = \(heads) is not divisible by --tp \(tp)" + Self.nearest(tp, limit: heads) { heads % $0 == 0 },
+                    key: "heads")
             }
             if tp <= kvHeads ? kvHeads % tp != 0 : tp % kvHeads != 0 {
                 problem(
                     "num_key_value_heads = \(kvHeads) with --tp \(tp): TP must divide the kv heads or be a multiple of them (each kv head then replicated over TP / \(kvHeads) ranks)"
-                        + Self.nearest(tp, limit: max(tp * 2, kvHeads)) { $0 <= kvHeads ? kvHeads % $0 == 0 : $0 % kvHeads == 0 }, key: "kvheads")
+                        + Self.nearest(tp, limit: max(tp * 2, kvHeads)) { $0 <= kvHeads ? kvHeads % $0 == 0 : $0 % kvHeads == 0 },
+                    key: "kvheads")
             }
             let expected = role.kind == .qkv ? (heads + 2 * kvHeads) * headDim : kvHeads * headDim
             guard outDim < shape.count, shape[outDim] == expected else {
-                throw ModelError.shapeMismatch(tensor: name, shape: shape, expected: "\(expected) along dimension \(outDim) from num_attention_heads \(heads), num_key_value_heads \(kvHeads), head_dim \(headDim)")
+                throw ModelError.shapeMismatch(
+                    tensor: name, shape: shape,
+                    expected:
+                        "\(expected) along dimension \(outDim) from num_attention_heads \(heads), num_key_value_heads \(kvHeads), head_dim \(headDim)"
+                )
             }
-            let scheme: Split.Scheme = role.kind == .qkv ? .qkv(heads: heads, kvHeads: kvHeads, headSize: headDim) : .kvHeads(heads: kvHeads, headSize: headDim)
+            let scheme: Split.Scheme =
+                role.kind == .qkv ? .qkv(heads: heads, kvHeads: kvHeads, headSize: headDim) : .kvHeads(heads: kvHeads, headSize: headDim)
             return .split(Split(dim: outDim, group: .tensorParallel, scheme: scheme))
         case .oProj:
             return even(inDim, .fineGrained(.oProj), "the input dimension")
@@ -263,7 +285,8 @@ public struct ShardPlanner {
             guard case .split(var split) = placement else { return placement }
             let half = shape[outDim] / 2
             if half % size(.fineGrained(.mlp)) != 0 {
-                problem("the intermediate size of '\(name)' (\(half)) is not divisible by \(option(.fineGrained(.mlp)))", key: "gateup:\(half)")
+                problem(
+                    "the intermediate size of '\(name)' (\(half)) is not divisible by \(option(.fineGrained(.mlp)))", key: "gateup:\(half)")
             }
             split.scheme = .segments([half, half])
             return .split(split)
@@ -274,8 +297,9 @@ public struct ShardPlanner {
                 let experts = try fact(facts.nRoutedExperts, "n_routed_experts", for: "expert parallelism")
                 let ep = topology.worldSize
                 if experts % ep != 0 {
-                    problem("n_routed_experts = \(experts) is not divisible by the expert-parallel size --dp × --tp = \(ep)"
-                        + Self.nearest(ep, limit: experts) { experts % $0 == 0 }, key: "experts")
+                    problem(
+                        "n_routed_experts = \(experts) is not divisible by the expert-parallel size --dp × --tp = \(ep)"
+                            + Self.nearest(ep, limit: experts) { experts % $0 == 0 }, key: "experts")
                     return .replicated
                 }
                 return .owned(rank: role.expert! / (experts / ep))
@@ -299,7 +323,8 @@ public struct ShardPlanner {
         let weightName = String(spec.name[..<spec.name.lastIndex(of: ".")!]) + ".weight"
         guard let weight = byName[weightName], weight.shape.count >= 1 else {
             // A parameter without its weight: cut it as its own weight would be cut along rows.
-            return role.parameter == .blockScale ? .replicated : try weightSplit(role, shape: spec.shape, name: spec.name).rowsOnly(transposed: role.transposed)
+            return role.parameter == .blockScale
+                ? .replicated : try weightSplit(role, shape: spec.shape, name: spec.name).rowsOnly(transposed: role.transposed)
         }
         let weightPlacement = try weightSplit(role, shape: weight.shape, name: weightName)
         switch (weightPlacement, role.parameter) {
@@ -308,7 +333,9 @@ public struct ShardPlanner {
             let length = weight.shape[split.dim]
             let expectedBlocks = weight.shape.map { ($0 + block - 1) / block }
             if spec.shape != expectedBlocks {
-                throw ModelError.shapeMismatch(tensor: spec.name, shape: spec.shape, expected: "\(expectedBlocks): one scale per \(block)×\(block) block of '\(weightName)' \(weight.shape)")
+                throw ModelError.shapeMismatch(
+                    tensor: spec.name, shape: spec.shape,
+                    expected: "\(expectedBlocks): one scale per \(block)×\(block) block of '\(weightName)' \(weight.shape)")
             }
             let n = size(split.group)
             let bad = Split.boundaries(split.scheme, of: n, length: length).first { $0 % block != 0 && $0 != length }
@@ -324,7 +351,9 @@ public struct ShardPlanner {
             guard split.dim == outDim else { return replicatedParameter(spec, role) }
             let rows = weight.shape[outDim]
             guard spec.shape.first == rows else {
-                throw ModelError.shapeMismatch(tensor: spec.name, shape: spec.shape, expected: "first dimension \(rows), the output channels of '\(weightName)' \(weight.shape)")
+                throw ModelError.shapeMismatch(
+                    tensor: spec.name, shape: spec.shape,
+                    expected: "first dimension \(rows), the output channels of '\(weightName)' \(weight.shape)")
             }
             return .split(Split(dim: 0, group: split.group, scheme: split.scheme))
         default:
@@ -333,8 +362,11 @@ public struct ShardPlanner {
     }
 
     mutating func replicatedParameter(_ spec: TensorSpec, _ role: TensorRole) -> Placement {
-        if parallel.layout == .vllm, [.q, .k, .v, .gate, .up].contains(role.kind), role.parameter == .perTensor || role.parameter == .blockScale {
-            problem("--layout vllm cannot fuse per-tensor or block quantization parameters ('\(spec.name)'); use --layout hf", key: "vllmquant")
+        if parallel.layout == .vllm, [.q, .k, .v, .gate, .up].contains(role.kind),
+            role.parameter == .perTensor || role.parameter == .blockScale
+        {
+            problem(
+                "--layout vllm cannot fuse per-tensor or block quantization parameters ('\(spec.name)'); use --layout hf", key: "vllmquant")
         }
         return .replicated
     }

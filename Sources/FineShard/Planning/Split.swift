@@ -97,7 +97,8 @@ public struct Split: Sendable, Hashable {
 
     /// The positions of the weight dimension where shards start or stop, for alignment checks.
     static func boundaries(_ scheme: Scheme, of n: Int, length: Int) -> [Int] {
-        (0..<n).flatMap { i in segments(scheme, index: i, of: n, length: length).1.flatMap { [$0.source.lowerBound, $0.source.upperBound] } }
+        (0..<n).flatMap { i in segments(scheme, index: i, of: n, length: length).1.flatMap { [$0.source.lowerBound, $0.source.upperBound] }
+        }
     }
 }
 

@@ -95,29 +95,45 @@ extension ForwardChecker {
             let facts = model.facts
             switch facts.family {
             case .deepseek:
-                throw ModelError.unsupported(message: "forward-check does not support \(facts.architecture) yet (DeepSeek MLA attention and MoE experts); it covers the Llama family (Llama, Mistral, Qwen2, Qwen3) and BERT encoders")
+                throw ModelError.unsupported(
+                    message:
+                        "forward-check does not support \(facts.architecture) yet (DeepSeek MLA attention and MoE experts); it covers the Llama family (Llama, Mistral, Qwen2, Qwen3) and BERT encoders"
+                )
             case .gpt2:
-                throw ModelError.unsupported(message: "forward-check does not support \(facts.architecture) yet (GPT-2 Conv1D weights and fused c_attn); it covers the Llama family (Llama, Mistral, Qwen2, Qwen3) and BERT encoders")
+                throw ModelError.unsupported(
+                    message:
+                        "forward-check does not support \(facts.architecture) yet (GPT-2 Conv1D weights and fused c_attn); it covers the Llama family (Llama, Mistral, Qwen2, Qwen3) and BERT encoders"
+                )
             case .llama, .bert: break
             }
             if let quantized = source.tensors.first(where: { t in
                 let p = model.roles[t.name]?.parameter
                 return p == .perChannel || p == .perTensor || p == .blockScale || (!t.dtype.isFloatingPoint && t.name.hasSuffix(".weight"))
             }) {
-                throw ModelError.unsupported(message: "forward-check does not support quantized weights yet ('\(quantized.name)', \(quantized.dtype.rawValue)); int8 W8A8 and FP8 block-scaled checkpoints need dequantization that is not implemented")
+                throw ModelError.unsupported(
+                    message:
+                        "forward-check does not support quantized weights yet ('\(quantized.name)', \(quantized.dtype.rawValue)); int8 W8A8 and FP8 block-scaled checkpoints need dequantization that is not implemented"
+                )
             }
-            let ignorable: (String) -> Bool = { $0.hasSuffix("position_ids") || $0.hasSuffix("token_type_ids") || $0.hasPrefix("pooler.") || $0.hasPrefix("bert.pooler.") }
+            let ignorable: (String) -> Bool = {
+                $0.hasSuffix("position_ids") || $0.hasSuffix("token_type_ids") || $0.hasPrefix("pooler.") || $0.hasPrefix("bert.pooler.")
+            }
             if let unknown = source.tensors.first(where: { model.roles[$0.name]?.kind == .other && !ignorable($0.name) }) {
-                throw ModelError.unsupported(message: "forward-check does not know what tensor '\(unknown.name)' computes in \(facts.architecture); not supported yet")
+                throw ModelError.unsupported(
+                    message:
+                        "forward-check does not know what tensor '\(unknown.name)' computes in \(facts.architecture); not supported yet")
             }
-            if let moe = source.tensors.first(where: { [.expertUp, .expertGate, .expertDown, .router, .mlaHeads].contains(model.roles[$0.name]?.kind) }) {
+            if let moe = source.tensors.first(where: {
+                [.expertUp, .expertGate, .expertDown, .router, .mlaHeads].contains(model.roles[$0.name]?.kind)
+            }) {
                 throw ModelError.unsupported(message: "forward-check does not support MoE or MLA layers yet ('\(moe.name)')")
             }
-            let config = try source.config.map { data -> Config in
-                do { return try JSONDecoder().decode(Config.self, from: data) } catch {
-                    throw ModelError.badConfig(file: source.path(of: "config.json"), field: "", message: "\(error)")
-                }
-            } ?? Config()
+            let config =
+                try source.config.map { data -> Config in
+                    do { return try JSONDecoder().decode(Config.self, from: data) } catch {
+                        throw ModelError.badConfig(file: source.path(of: "config.json"), field: "", message: "\(error)")
+                    }
+                } ?? Config()
             let kind: Kind = facts.family == .bert ? .encoder : .decoder
             let prefix = kind == .encoder && source.contains("bert.embeddings.word_embeddings.weight") ? "bert." : ""
             var arch = Architecture(
@@ -142,17 +158,22 @@ extension ForwardChecker {
             case .decoder:
                 let act = config.hiddenAct ?? "silu"
                 guard act == "silu" else {
-                    throw ModelError.unsupported(message: "forward-check computes the Llama MLP with SiLU; hidden_act '\(act)' is not supported yet")
+                    throw ModelError.unsupported(
+                        message: "forward-check computes the Llama MLP with SiLU; hidden_act '\(act)' is not supported yet")
                 }
                 arch.eps = Float(config.rmsNormEps ?? 1e-6)
                 arch.invFreq = try rotaryFrequencies(config, headDim: arch.headDim)
             case .encoder:
                 let act = config.hiddenAct ?? "gelu"
                 guard act == "gelu" else {
-                    throw ModelError.unsupported(message: "forward-check computes BERT with exact GELU; hidden_act '\(act)' is not supported yet")
+                    throw ModelError.unsupported(
+                        message: "forward-check computes BERT with exact GELU; hidden_act '\(act)' is not supported yet")
                 }
                 if let type = config.positionEmbeddingType, type != "absolute" {
-                    throw ModelError.unsupported(message: "forward-check supports BERT absolute position embeddings; position_embedding_type '\(type)' is not supported yet")
+                    throw ModelError.unsupported(
+                        message:
+                            "forward-check supports BERT absolute position embeddings; position_embedding_type '\(type)' is not supported yet"
+                    )
                 }
                 arch.eps = Float(config.layerNormEps ?? 1e-12)
                 arch.maxPositions = try source.tensor(arch.positionEmbedding).shape.first
@@ -165,7 +186,8 @@ extension ForwardChecker {
         /// `modeling_rope_utils.py`).
         static func rotaryFrequencies(_ config: Config, headDim: Int) throws -> [Float] {
             if let partial = config.partialRotaryFactor, partial != 1 {
-                throw ModelError.unsupported(message: "forward-check applies RoPE to the whole head; partial_rotary_factor \(partial) is not supported yet")
+                throw ModelError.unsupported(
+                    message: "forward-check applies RoPE to the whole head; partial_rotary_factor \(partial) is not supported yet")
             }
             let theta = config.ropeTheta ?? 10000
             var freq = (0..<headDim / 2).map { 1 / pow(theta, Double(2 * $0) / Double(headDim)) }
@@ -186,7 +208,9 @@ extension ForwardChecker {
                 guard let factor = number("factor"), let low = number("low_freq_factor"), let high = number("high_freq_factor"),
                     let original = number("original_max_position_embeddings")
                 else {
-                    throw ModelError.badConfig(file: "config.json", field: "rope_scaling", message: "llama3 scaling needs factor, low_freq_factor, high_freq_factor and original_max_position_embeddings")
+                    throw ModelError.badConfig(
+                        file: "config.json", field: "rope_scaling",
+                        message: "llama3 scaling needs factor, low_freq_factor, high_freq_factor and original_max_position_embeddings")
                 }
                 let lowWavelength = original / low
                 let highWavelength = original / high
@@ -198,7 +222,8 @@ extension ForwardChecker {
                     return (1 - smooth) * f / factor + smooth * f
                 }
             default:
-                throw ModelError.unsupported(message: "forward-check does not support rope_scaling type '\(type)' yet (default, linear and llama3 are)")
+                throw ModelError.unsupported(
+                    message: "forward-check does not support rope_scaling type '\(type)' yet (default, linear and llama3 are)")
             }
             return freq.map(Float.init)
         }

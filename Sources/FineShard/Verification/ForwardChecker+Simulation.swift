@@ -98,7 +98,8 @@ extension ForwardChecker {
                 throw ForwardCheckError.layoutDisagrees(rank: rank, tensor: name, message: "the rank holds no such tensor")
             }
             guard shape == expected else {
-                throw ForwardCheckError.layoutDisagrees(rank: rank, tensor: name, message: "has shape \(shape); this rank computes with \(expected)")
+                throw ForwardCheckError.layoutDisagrees(
+                    rank: rank, tensor: name, message: "has shape \(shape); this rank computes with \(expected)")
             }
         }
 
@@ -111,7 +112,8 @@ extension ForwardChecker {
         func vector(_ name: String, rank: Int, count: Int) throws -> [Float]? {
             guard let shape = try weights.shape(name, rank: rank) else { return nil }
             guard shape == [count] else {
-                throw ForwardCheckError.layoutDisagrees(rank: rank, tensor: name, message: "has shape \(shape); this rank computes with [\(count)]")
+                throw ForwardCheckError.layoutDisagrees(
+                    rank: rank, tensor: name, message: "has shape \(shape); this rank computes with [\(count)]")
             }
             return try weights.read(name, rank: rank, rows: nil)
         }
@@ -130,7 +132,8 @@ extension ForwardChecker {
             let start = topology.index(kind, rank: rank) * per
             if let first = weights.firstSourceRow(name, rank: rank), first != start {
                 throw ForwardCheckError.layoutDisagrees(
-                    rank: rank, tensor: name, message: "the manifest places source row \(first) first; vLLM's rank \(rank) holds rows [\(start), \(start + per))")
+                    rank: rank, tensor: name,
+                    message: "the manifest places source row \(first) first; vLLM's rank \(rank) holds rows [\(start), \(start + per))")
             }
             return (start, per)
         }
@@ -242,8 +245,11 @@ extension ForwardChecker {
                 let w = try matrix(arch.name(l, .qkv), rank: r, rows: qRows + 2 * kvRows, cols: arch.hidden)
                 let b = try vector(arch.name(l, .qkv, "bias"), rank: r, count: qRows + 2 * kvRows)
                 q = Kernels.linear(h, weight: w.rows(0..<qRows), bias: b.map { Array($0[0..<qRows]) }, threads: threads)
-                k = Kernels.linear(h, weight: w.rows(qRows..<qRows + kvRows), bias: b.map { Array($0[qRows..<qRows + kvRows]) }, threads: threads)
-                v = Kernels.linear(h, weight: w.rows(qRows + kvRows..<qRows + 2 * kvRows), bias: b.map { Array($0[(qRows + kvRows)...]) }, threads: threads)
+                k = Kernels.linear(
+                    h, weight: w.rows(qRows..<qRows + kvRows), bias: b.map { Array($0[qRows..<qRows + kvRows]) }, threads: threads)
+                v = Kernels.linear(
+                    h, weight: w.rows(qRows + kvRows..<qRows + 2 * kvRows), bias: b.map { Array($0[(qRows + kvRows)...]) }, threads: threads
+                )
             } else {
                 func project(_ module: Architecture.Module, _ rows: Int) throws -> Matrix {
                     Kernels.linear(
@@ -270,7 +276,8 @@ extension ForwardChecker {
                 Kernels.rope(&q, heads: heads, headDim: d, positions: positions, invFreq: arch.invFreq)
                 Kernels.rope(&k, heads: kvHeads, headDim: d, positions: positions, invFreq: arch.invFreq)
             }
-            return Kernels.attention(q: q, k: k, v: v, heads: heads, kvHeads: kvHeads, headDim: d, segments: segments[r], causal: arch.kind == .decoder)
+            return Kernels.attention(
+                q: q, k: k, v: v, heads: heads, kvHeads: kvHeads, headDim: d, segments: segments[r], causal: arch.kind == .decoder)
         }
 
         /// o_proj, row-parallel over the o_proj group; a fine-grained group exchanges column chunks first.
@@ -279,10 +286,11 @@ extension ForwardChecker {
             let n = topology.size(kind)
             let chunked = topology.finegrained.oProj > 0
             return try groupSum(kind) { r, i, sources in
-                let input = Matrix.stacking(sources.map { s in
-                    let width = attention[s].cols / n
-                    return chunked ? attention[s].columns(i * width..<(i + 1) * width) : attention[s]
-                })
+                let input = Matrix.stacking(
+                    sources.map { s in
+                        let width = attention[s].cols / n
+                        return chunked ? attention[s].columns(i * width..<(i + 1) * width) : attention[s]
+                    })
                 let w = try matrix(arch.name(l, .o), rank: r, rows: arch.hidden, cols: input.cols)
                 let bias = try vector(arch.name(l, .o, "bias"), rank: r, count: arch.hidden)
                 return Kernels.linear(input, weight: w, bias: i == 0 ? bias : nil, threads: threads)

@@ -17,7 +17,9 @@ extension ForwardChecker {
 
 extension ForwardChecker.Weights {
     /// Reads `name` of `checkpoint` as float32 (DType.toFloat32: bf16, f16, f8 widen exactly).
-    static func floats(_ checkpoint: Checkpoint, _ info: TensorInfo, rows: Range<Int>?) throws
+    static func floats(
+        _ checkpoint: Checkpoint, _ info: TensorInfo, rows: Range<Int>?
+    ) throws
         -> [Float]
     {
         var region = Region(whole: info.shape)

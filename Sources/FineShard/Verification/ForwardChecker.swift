@@ -23,7 +23,10 @@ public struct ForwardChecker: Sendable {
         /// Put every dense output value in the report (for an independent reference).
         public var includeDense: Bool
 
-        public init(tokens: [[Int]]? = nil, seed: UInt64 = 0, tokensPerRank: Int = 8, tolerance: Float = 1e-4, threads: Int = 1, includeDense: Bool = false) {
+        public init(
+            tokens: [[Int]]? = nil, seed: UInt64 = 0, tokensPerRank: Int = 8, tolerance: Float = 1e-4, threads: Int = 1,
+            includeDense: Bool = false
+        ) {
             self.tokens = tokens
             self.seed = seed
             self.tokensPerRank = tokensPerRank
@@ -46,7 +49,9 @@ public struct ForwardChecker: Sendable {
         try text.split(separator: ";", omittingEmptySubsequences: false).map { batch in
             let ids = batch.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
             return try ids.map { s in
-                guard let id = Int(s), id >= 0 else { throw ForwardCheckError.badTokens(message: "'\(s)' in --tokens is not a token id (a non-negative integer)") }
+                guard let id = Int(s), id >= 0 else {
+                    throw ForwardCheckError.badTokens(message: "'\(s)' in --tokens is not a token id (a non-negative integer)")
+                }
                 return id
             }
         }
@@ -85,11 +90,17 @@ public struct ForwardChecker: Sendable {
         ).run()
 
         let ranks = (0..<topology.worldSize).map { r in
-            compare(rank: r, dpRank: topology.dpRank(r), tpRank: topology.tpRank(r), tokens: batches[topology.dpRank(r)],
-                    dense: denseBatches[topology.dpRank(r)], sharded: sharded[r])
+            compare(
+                rank: r, dpRank: topology.dpRank(r), tpRank: topology.tpRank(r), tokens: batches[topology.dpRank(r)],
+                dense: denseBatches[topology.dpRank(r)], sharded: sharded[r])
         }
-        let denseOutputs = options.includeDense
-            ? batches.indices.map { ForwardCheckReport.DenseOutput(dpRank: $0, tokens: batches[$0], shape: [denseBatches[$0].rows, denseBatches[$0].cols], values: denseBatches[$0].data.map(Self.finite)) }
+        let denseOutputs =
+            options.includeDense
+            ? batches.indices.map {
+                ForwardCheckReport.DenseOutput(
+                    dpRank: $0, tokens: batches[$0], shape: [denseBatches[$0].rows, denseBatches[$0].cols],
+                    values: denseBatches[$0].data.map(Self.finite))
+            }
             : nil
         return ForwardCheckReport(
             folder: folder, architecture: arch.name, output: arch.kind == .decoder ? "logits" : "last_hidden_state",
@@ -102,12 +113,17 @@ public struct ForwardChecker: Sendable {
     func checkSource(_ source: Checkpoint, manifest: Manifest) throws {
         for spec in manifest.source.tensors {
             guard source.contains(spec.name) else {
-                throw ForwardCheckError.otherSource(message: "the manifest's source tensor '\(spec.name)' is not in \(source.root); pass the checkpoint the shards were made from")
+                throw ForwardCheckError.otherSource(
+                    message:
+                        "the manifest's source tensor '\(spec.name)' is not in \(source.root); pass the checkpoint the shards were made from"
+                )
             }
             let t = try source.tensor(spec.name)
             if t.shape != spec.shape || t.dtype != spec.dtype {
                 throw ForwardCheckError.otherSource(
-                    message: "source tensor '\(spec.name)' is \(t.dtype.rawValue) \(t.shape) in \(source.root), the manifest says \(spec.dtype.rawValue) \(spec.shape); pass the checkpoint the shards were made from")
+                    message:
+                        "source tensor '\(spec.name)' is \(t.dtype.rawValue) \(t.shape) in \(source.root), the manifest says \(spec.dtype.rawValue) \(spec.shape); pass the checkpoint the shards were made from"
+                )
             }
         }
     }
@@ -117,11 +133,14 @@ public struct ForwardChecker: Sendable {
         var batches: [[Int]]
         if let given = options.tokens {
             guard given.count == 1 || given.count == dp else {
-                throw ForwardCheckError.badTokens(message: "--tokens gives \(given.count) batches; give one for every rank or one per DP rank (\(dp))")
+                throw ForwardCheckError.badTokens(
+                    message: "--tokens gives \(given.count) batches; give one for every rank or one per DP rank (\(dp))")
             }
             batches = given.count == 1 ? Array(repeating: given[0], count: dp) : given
         } else {
-            guard options.tokensPerRank > 0 else { throw ForwardCheckError.badTokens(message: "--tokens-per-rank must be at least 1, is \(options.tokensPerRank)") }
+            guard options.tokensPerRank > 0 else {
+                throw ForwardCheckError.badTokens(message: "--tokens-per-rank must be at least 1, is \(options.tokensPerRank)")
+            }
             var state = options.seed
             batches = (0..<dp).map { _ in
                 (0..<options.tokensPerRank).map { _ in
@@ -166,7 +185,8 @@ public struct ForwardChecker: Sendable {
         let last = dense.rows - 1
         var problem: String?
         if !passed {
-            problem = "rank \(rank) (dp \(dpRank), tp \(tpRank)): max relative error \(Self.scientific(rel)) (max absolute \(Self.scientific(maxAbs)))"
+            problem =
+                "rank \(rank) (dp \(dpRank), tp \(tpRank)): max relative error \(Self.scientific(rel)) (max absolute \(Self.scientific(maxAbs)))"
                 + (rel > options.tolerance ? " exceeds \(Self.scientific(options.tolerance))" : "")
                 + "; top-1 agrees at \(agree) of \(dense.rows) positions"
         }

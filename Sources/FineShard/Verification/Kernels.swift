@@ -68,7 +68,9 @@ enum Kernels {
     /// `y = x · Wᵀ (+ b)` for `x` `[T, in]` and `W` `[out, in]` row-major — `torch.nn.functional.linear`,
     /// i.e. vLLM's `UnquantizedLinearMethod.apply`. Each output row of `W` is streamed once against
     /// the (small, cache-resident) token block; output rows are split over `threads` workers.
-    static func linear(_ x: Matrix, weight w: UnsafeBufferPointer<Float>, outFeatures: Int, bias: [Float]? = nil, threads: Int = 1) -> Matrix {
+    static func linear(
+        _ x: Matrix, weight w: UnsafeBufferPointer<Float>, outFeatures: Int, bias: [Float]? = nil, threads: Int = 1
+    ) -> Matrix {
         let inFeatures = x.cols
         precondition(w.count == outFeatures * inFeatures)
         precondition(bias == nil || bias!.count == outFeatures)
@@ -115,8 +117,12 @@ enum Kernels {
         let ra = UnsafeRawPointer(a)
         let rb = UnsafeRawPointer(b)
         while i + 16 <= n {
-            acc0 += ra.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self) * rb.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-            acc1 += ra.loadUnaligned(fromByteOffset: i * 4 + 32, as: SIMD8<Float>.self) * rb.loadUnaligned(fromByteOffset: i * 4 + 32, as: SIMD8<Float>.self)
+            acc0 +=
+                ra.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+                * rb.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+            acc1 +=
+                ra.loadUnaligned(fromByteOffset: i * 4 + 32, as: SIMD8<Float>.self)
+                * rb.loadUnaligned(fromByteOffset: i * 4 + 32, as: SIMD8<Float>.self)
             i += 16
         }
         var sum = (acc0 + acc1).sum()
@@ -190,7 +196,8 @@ enum Kernels {
     /// `BertSelfAttention`): `softmax(q·kᵀ/√d (+ causal mask)) · v`, query head `h` reading kv head
     /// `h / (heads / kvHeads)` (`repeat_kv`). `q` is `[T, heads·d]`, `k`/`v` `[T, kvHeads·d]`;
     /// `segments` are the lengths of the independent sequences stacked in the rows.
-    static func attention(q: Matrix, k: Matrix, v: Matrix, heads: Int, kvHeads: Int, headDim: Int, segments: [Int], causal: Bool) -> Matrix {
+    static func attention(q: Matrix, k: Matrix, v: Matrix, heads: Int, kvHeads: Int, headDim: Int, segments: [Int], causal: Bool) -> Matrix
+    {
         precondition(q.cols == heads * headDim && k.cols == kvHeads * headDim && v.cols == kvHeads * headDim && heads % kvHeads == 0)
         var out = Matrix(rows: q.rows, cols: q.cols)
         let group = heads / kvHeads

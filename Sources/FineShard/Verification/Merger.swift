@@ -56,7 +56,8 @@ public struct Merger: Sendable {
         }
         var tensors = Self.densePlan(manifest)
         if let uncovered = tensors.first(where: { t in t.pieces.reduce(0) { $0 + $1.region.elementCount } != t.shape.reduce(1, *) }) {
-            throw ManifestError.cannotCombine(message: "the shards do not cover source tensor '\(uncovered.name)' exactly; run verify --source")
+            throw ManifestError.cannotCombine(
+                message: "the shards do not cover source tensor '\(uncovered.name)' exactly; run verify --source")
         }
         try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
         // Parts in name order, as Hugging Face's save_pretrained shards.
@@ -70,9 +71,12 @@ public struct Merger: Sendable {
             groups[groups.count - 1].append(i)
             bytes += tensors[i].byteCount
         }
-        let names = groups.count == 1 ? ["model.safetensors"] : groups.indices.map {
-            String(format: "model-%05d-of-%05d.safetensors", $0 + 1, groups.count)
-        }
+        let names =
+            groups.count == 1
+            ? ["model.safetensors"]
+            : groups.indices.map {
+                String(format: "model-%05d-of-%05d.safetensors", $0 + 1, groups.count)
+            }
         for (g, members) in groups.enumerated() { for i in members { tensors[i].file = names[g] } }
         let shards = ShardSet(folder: folder)
         var assembler = TensorAssembler(reader: shards, blockBytes: blockBytes)
@@ -99,7 +103,8 @@ public struct Merger: Sendable {
         for copied in manifest.copied {
             let source = try OpenFile.forReading((folder as NSString).appendingPathComponent(copied.name))
             let target = (output as NSString).appendingPathComponent(copied.name)
-            try FileManager.default.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             try writeAtomically(try source.read(count: try source.size(), at: 0), to: target)
         }
         return written

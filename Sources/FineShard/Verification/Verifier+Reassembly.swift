@@ -24,13 +24,19 @@ extension Verifier {
                 do {
                     let stored = try shards.tensor(file: t.file, name: t.name)
                     guard stored.dtype == t.dtype, stored.shape == t.shape else {
-                        differences.append(.init(
-                            kind: .tensorMismatch, message: "rank \(r.rank) \(t.file): tensor '\(t.name)' is \(stored.dtype.rawValue) \(stored.shape), the manifest says \(t.dtype.rawValue) \(t.shape)",
-                            rank: r.rank, file: t.file, tensor: t.name))
+                        differences.append(
+                            .init(
+                                kind: .tensorMismatch,
+                                message:
+                                    "rank \(r.rank) \(t.file): tensor '\(t.name)' is \(stored.dtype.rawValue) \(stored.shape), the manifest says \(t.dtype.rawValue) \(t.shape)",
+                                rank: r.rank, file: t.file, tensor: t.name))
                         continue
                     }
                 } catch {
-                    differences.append(.init(kind: .unreadableShard, message: "rank \(r.rank) \(t.file): cannot read tensor '\(t.name)': \(error)", rank: r.rank, file: t.file, tensor: t.name))
+                    differences.append(
+                        .init(
+                            kind: .unreadableShard, message: "rank \(r.rank) \(t.file): cannot read tensor '\(t.name)': \(error)",
+                            rank: r.rank, file: t.file, tensor: t.name))
                     continue
                 }
                 usable.append((r.rank, t))
@@ -40,7 +46,12 @@ extension Verifier {
         var count = 0
         for spec in manifest.source.tensors {
             guard let info = try? source.tensor(spec.name), info.dtype == spec.dtype, info.shape == spec.shape else {
-                differences.append(.init(kind: .sourceFile, message: "source tensor '\(spec.name)' (\(spec.dtype.rawValue) \(spec.shape)) is not in the source checkpoint as recorded", tensor: spec.name))
+                differences.append(
+                    .init(
+                        kind: .sourceFile,
+                        message:
+                            "source tensor '\(spec.name)' (\(spec.dtype.rawValue) \(spec.shape)) is not in the source checkpoint as recorded",
+                        tensor: spec.name))
                 continue
             }
             let pieces = holders[spec.name] ?? []
@@ -114,12 +125,18 @@ extension Verifier {
                 actual = [UInt8](repeating: 0, count: bytes)
             }
             do {
-                try expected.withUnsafeMutableBytes { try sourceCheckpoint.read(info, region: sub, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<bytes])) }
+                try expected.withUnsafeMutableBytes {
+                    try sourceCheckpoint.read(info, region: sub, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<bytes]))
+                }
                 try actual.withUnsafeMutableBytes {
-                    try shards.read(ShardSet.key(file: h.tensor.file, name: h.tensor.name), region: target, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<bytes]))
+                    try shards.read(
+                        ShardSet.key(file: h.tensor.file, name: h.tensor.name), region: target,
+                        into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<bytes]))
                 }
             } catch {
-                return .init(kind: .unreadableShard, message: "rank \(h.rank) \(h.tensor.file): cannot read '\(h.tensor.name)': \(error)", rank: h.rank, file: h.tensor.file, tensor: h.tensor.name)
+                return .init(
+                    kind: .unreadableShard, message: "rank \(h.rank) \(h.tensor.file): cannot read '\(h.tensor.name)': \(error)",
+                    rank: h.rank, file: h.tensor.file, tensor: h.tensor.name)
             }
             if let k = (0..<bytes).first(where: { expected[$0] != actual[$0] }) {
                 let element = k / size
@@ -130,7 +147,8 @@ extension Verifier {
                 let offset = stored?.offset.map { $0 + linear * size + k % size }
                 return .init(
                     kind: .tensorBytes,
-                    message: "source tensor '\(info.name)' differs in rank \(h.rank) \(h.tensor.file), tensor '\(h.tensor.name)': first difference at source index \(sourceIndex), shard index \(outputIndex)"
+                    message:
+                        "source tensor '\(info.name)' differs in rank \(h.rank) \(h.tensor.file), tensor '\(h.tensor.name)': first difference at source index \(sourceIndex), shard index \(outputIndex)"
                         + (offset.map { ", file offset \($0)" } ?? ""),
                     rank: h.rank, file: h.tensor.file, tensor: h.tensor.name, offset: offset)
             }
@@ -164,14 +182,18 @@ extension Verifier {
             do {
                 try block.withUnsafeMutableBytes { try shards.read(ShardSet.key(file: t.file, name: t.name), region: region, into: $0) }
             } catch {
-                return .init(kind: .unreadableShard, message: "rank \(rank) \(t.file): cannot read '\(t.name)': \(error)", rank: rank, file: t.file, tensor: t.name)
+                return .init(
+                    kind: .unreadableShard, message: "rank \(rank) \(t.file): cannot read '\(t.name)': \(error)", rank: rank, file: t.file,
+                    tensor: t.name)
             }
             for e in 0..<region.elementCount {
                 let index = coordinates(e, in: region)
                 if boxes.contains(where: { box in zip(index, box).allSatisfy { $1.contains($0) } }) { continue }
                 if block[e * size..<(e + 1) * size].contains(where: { $0 != 0 }) {
                     return .init(
-                        kind: .padding, message: "rank \(rank) \(t.file): tensor '\(t.name)' has a non-zero padding element at \(index), where no source data belongs",
+                        kind: .padding,
+                        message:
+                            "rank \(rank) \(t.file): tensor '\(t.name)' has a non-zero padding element at \(index), where no source data belongs",
                         rank: rank, file: t.file, tensor: t.name)
                 }
             }

@@ -24,11 +24,18 @@ public struct Verifier: Sendable {
     public func verify(source: Checkpoint? = nil, progress: @escaping @Sendable (Int, Int) -> Void = { _, _ in }) throws -> VerifyReport {
         let start = Date()
         let parts = try Manifest.load(folder: folder)
-        let manifestNames = FileManager.default.fileExists(atPath: path(Manifest.fileName))
+        let manifestNames =
+            FileManager.default.fileExists(atPath: path(Manifest.fileName))
             ? [Manifest.fileName] : parts.map { Manifest.partialName(first: $0.ranks.first?.rank ?? 0, last: $0.ranks.last?.rank ?? 0) }
         let (manifest, missingRanks) = try Manifest.combine(parts, requireAllRanks: false)
-        var differences = missingRanks.isEmpty ? [] : [VerifyReport.Difference(
-            kind: .missingRank, message: "ranks \(RankList.describe(missingRanks)) are in no manifest (their shard tasks did not finish)")]
+        var differences =
+            missingRanks.isEmpty
+            ? []
+            : [
+                VerifyReport.Difference(
+                    kind: .missingRank,
+                    message: "ranks \(RankList.describe(missingRanks)) are in no manifest (their shard tasks did not finish)")
+            ]
         let (fileDifferences, hashed, checked) = checkFiles(manifest, progress: progress)
         differences += fileDifferences
         differences += extraFiles(manifest)
@@ -50,7 +57,8 @@ public struct Verifier: Sendable {
 
     /// Every file the manifest names, against its size and SHA-256, hashed in parallel.
     func checkFiles(_ manifest: Manifest, progress: @escaping @Sendable (Int, Int) -> Void) -> ([VerifyReport.Difference], Int, Int) {
-        let files: [(Manifest.FileRecord, Int?)] = manifest.ranks.flatMap { r in r.files.map { ($0, Optional(r.rank)) } } + manifest.copied.map { ($0, nil) }
+        let files: [(Manifest.FileRecord, Int?)] =
+            manifest.ranks.flatMap { r in r.files.map { ($0, Optional(r.rank)) } } + manifest.copied.map { ($0, nil) }
         let total = files.reduce(0) { $0 + $1.0.bytes }
         let next = Atomic<Int>(0)
         let done = Atomic<Int>(0)
@@ -69,13 +77,18 @@ public struct Verifier: Sendable {
                     continue
                 }
                 guard size == record.bytes else {
-                    report(.truncatedFile, "\(where_) \(record.name) has \(size) bytes, the manifest says \(record.bytes)\(size < record.bytes ? " (truncated)" : "")")
+                    report(
+                        .truncatedFile,
+                        "\(where_) \(record.name) has \(size) bytes, the manifest says \(record.bytes)\(size < record.bytes ? " (truncated)" : "")"
+                    )
                     continue
                 }
                 let digest = try? sha256(of: file)
                 progress(done.add(size, ordering: .relaxed).newValue, total)
                 if let expected = record.sha256, digest != expected {
-                    report(.alteredFile, "\(where_) \(record.name) has SHA-256 \(digest ?? "unreadable"), the manifest says \(expected) (altered)")
+                    report(
+                        .alteredFile,
+                        "\(where_) \(record.name) has SHA-256 \(digest ?? "unreadable"), the manifest says \(expected) (altered)")
                 }
             }
         }
@@ -96,7 +109,9 @@ public struct Verifier: Sendable {
             if named.contains(item) || Manifest.isManifestName(item) || item.hasSuffix(".fineshard-tmp") { continue }
             extra.append(item)
         }
-        return extra.sorted().map { VerifyReport.Difference(kind: .extraFile, message: "\($0) is in the folder but in no manifest (extra)", file: $0) }
+        return extra.sorted().map {
+            VerifyReport.Difference(kind: .extraFile, message: "\($0) is in the folder but in no manifest (extra)", file: $0)
+        }
     }
 
     func checkSourceFiles(_ manifest: Manifest, _ source: Checkpoint) -> [VerifyReport.Difference] {
@@ -104,13 +119,24 @@ public struct Verifier: Sendable {
         let actual = Dictionary(uniqueKeysWithValues: source.files.map { ($0.name, $0) })
         for record in manifest.source.files {
             guard let file = actual[record.name] else {
-                out.append(.init(kind: .sourceFile, message: "source file \(record.name) of the manifest is not in the source checkpoint", file: record.name))
+                out.append(
+                    .init(
+                        kind: .sourceFile, message: "source file \(record.name) of the manifest is not in the source checkpoint",
+                        file: record.name))
                 continue
             }
             if file.bytes != record.bytes {
-                out.append(.init(kind: .sourceFile, message: "source file \(record.name) has \(file.bytes) bytes, the manifest says \(record.bytes)", file: record.name))
-            } else if let expected = record.sha256, let digest = try? sha256(of: try OpenFile.forReading(source.path(of: record.name))), digest != expected {
-                out.append(.init(kind: .sourceFile, message: "source file \(record.name) has SHA-256 \(digest), the manifest says \(expected)", file: record.name))
+                out.append(
+                    .init(
+                        kind: .sourceFile, message: "source file \(record.name) has \(file.bytes) bytes, the manifest says \(record.bytes)",
+                        file: record.name))
+            } else if let expected = record.sha256, let digest = try? sha256(of: try OpenFile.forReading(source.path(of: record.name))),
+                digest != expected
+            {
+                out.append(
+                    .init(
+                        kind: .sourceFile, message: "source file \(record.name) has SHA-256 \(digest), the manifest says \(expected)",
+                        file: record.name))
             }
         }
         return out
