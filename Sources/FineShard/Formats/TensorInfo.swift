@@ -29,8 +29,10 @@ public struct TensorInfo: Sendable, Hashable, Codable {
 extension Array where Element == TensorInfo {
     /// Sorted by name (UTF-8 byte order); checks first, since callers usually pass sorted tables.
     func sortedByName() -> [TensorInfo] {
-        let before = { (a: TensorInfo, b: TensorInfo) in a.name.utf8Precedes(b.name) }
-        return zip(self, dropFirst()).allSatisfy { before($0, $1) } ? self : sorted(by: before)
+        if zip(self, dropFirst()).allSatisfy({ $0.name.utf8Precedes($1.name) }) { return self }
+        // Sort indices, not the structs: moving a TensorInfo costs retains and releases.
+        let names = map(\.name)
+        return indices.sorted { names[$0].utf8Precedes(names[$1]) }.map { self[$0] }
     }
 }
 

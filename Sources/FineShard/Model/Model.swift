@@ -65,8 +65,10 @@ public struct Model: Sendable {
         let family = try detectFamily(config: config, names: names)
         var roles: [String: TensorRole] = [:]
         var unknown: [String] = []
+        var naming = TensorNaming.Memo(family: family)
+        roles.reserveCapacity(tensors.count)
         for t in tensors {
-            if let role = TensorNaming.role(of: t.name, family: family) {
+            if let role = naming.role(of: t.name) {
                 roles[t.name] = role
             } else {
                 roles[t.name] = TensorRole(.other)

@@ -118,3 +118,45 @@ enum TensorNaming {
         return param(kind, suffix, layer: layer, transposed: kind != .norm)
     }
 }
+
+extension TensorNaming {
+    /// ``role(of:family:)`` remembered per name template: names that differ only in their numeric
+    /// components (`layers.7.mlp.experts.12.…`) share a role but for the layer and expert, which
+    /// are the template's first and second numbers. A DeepSeek-V3 checkpoint has ~136k names and
+    /// ~200 templates.
+    struct Memo {
+        let family: ModelFamily
+        private var known: [String: TensorRole?] = [:]
+
+        init(family: ModelFamily) { self.family = family }
+
+        mutating func role(of name: String) -> TensorRole? {
+            var template = [UInt8]()
+            template.reserveCapacity(name.utf8.count)
+            var numbers: [Int] = []
+            for component in name.utf8.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false) {
+                if !template.isEmpty { template.append(UInt8(ascii: ".")) }
+                if !component.isEmpty, component.count < 10, component.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) {
+                    numbers.append(component.reduce(0) { $0 * 10 + Int($1 - 0x30) })
+                    template.append(UInt8(ascii: "#"))
+                } else {
+                    template.append(contentsOf: component)
+                }
+            }
+            let key = String(decoding: template, as: UTF8.self)
+            if let cached = known[key] {
+                guard var role = cached else { return nil }
+                if role.layer != nil { role.layer = numbers.first }
+                if role.expert != nil { role.expert = numbers.count > 1 ? numbers[1] : nil }
+                return role
+            }
+            let role = TensorNaming.role(of: name, family: family)
+            // Cache only templates whose numbers are exactly the layer and expert indices.
+            let used = (role?.layer != nil ? 1 : 0) + (role?.expert != nil ? 1 : 0)
+            if used == numbers.count, role?.layer == numbers.first, role?.expert == (numbers.count > 1 ? numbers[1] : nil) {
+                known[key] = .some(role)
+            }
+            return role
+        }
+    }
+}
