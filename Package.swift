@@ -15,10 +15,11 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CHDF5", pkgConfig: "hdf5-serial", providers: [.apt(["libhdf5-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CLinux"),
         .target(
             name: "FineShard",
             dependencies: [
-                "CHDF5", "CZstd",
+                "CHDF5", "CZstd", "CLinux",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),

@@ -41,6 +41,9 @@ struct Shard: ParsableCommand {
     @Flag(help: "Do not hash the source files into the manifest.")
     var noSourceHash = false
 
+    @Flag(help: "Do not wait for the output to reach the disk before writing the manifest.")
+    var noSync = false
+
     @Option(help: "zstd level for --format hdf5.")
     var compressionLevel = 3
 
@@ -65,6 +68,7 @@ struct Shard: ParsableCommand {
             shardOptions.memoryBudget = budget
             shardOptions.hashSources = !noSourceHash
             shardOptions.compressionLevel = compressionLevel
+            shardOptions.sync = !noSync
             let progress = ProgressDisplay(quiet: quiet)
             let summary = try ShardExecutor(checkpoint: checkpoint, plan: plan, options: shardOptions) { done, total in
                 progress.update(done: done, total: total)

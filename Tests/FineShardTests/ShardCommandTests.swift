@@ -266,7 +266,7 @@ func modelPath(_ name: String) -> String? {
                 dp: 4, finegrained: FineGrainedConfig(embedding: 4, lmHead: 4, oProj: 4, mlp: 4)))
         let needed = plan.rank(1).tensors.flatMap(\.pieces).reduce(0) { $0 + $1.region.elementCount * 2 }
         let read = summary["bytes_read"] as! Int
-        // Header reads aside, exactly the source bytes the rank's pieces name.
-        #expect(read >= needed && read < needed + 8192, "read \(read), rank 1 needs \(needed)")
+        // Exactly the source bytes the rank's pieces name (headers are not counted).
+        #expect(read == needed, "read \(read), rank 1 needs \(needed)")
     }
 }

@@ -69,7 +69,7 @@ public struct Manifest: Codable, Sendable, Equatable {
 
     /// Writes the manifest to `path` atomically (temporary name, fsync, rename).
     public func write(to path: String) throws {
-        try writeAtomically(Array(try encoded()), to: path)
+        try writeAtomically(Array(try encoded()), to: path, durable: true)
     }
 
     /// Reads a manifest; a missing, unreadable or malformed one is bad input naming the file.
@@ -121,15 +121,18 @@ public enum ManifestError: FineShardError, Equatable {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary name, fsync and rename.
-func writeAtomically(_ bytes: [UInt8], to path: String) throws {
+/// Writes `bytes` to `path` through a temporary name and a rename; `durable` adds an fsync before
+/// the rename (the manifest). Journal entries and copied files skip it: the executor syncs the
+/// output's filesystem once before it writes the manifest, and `--resume` re-hashes what a
+/// journal entry claims.
+func writeAtomically(_ bytes: [UInt8], to path: String, durable: Bool = false) throws {
     let temp = temporaryPath(for: path)
     TemporaryFiles.shared.register(temp)
     defer { TemporaryFiles.shared.unregister(temp) }
     do {
         let file = try OpenFile.forWriting(temp)
         try bytes.withUnsafeBytes { try file.write($0, at: 0) }
-        try file.sync()
+        if durable { try file.sync() }
     } catch {
         unlink(temp)
         throw error

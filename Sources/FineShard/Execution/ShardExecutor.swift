@@ -31,7 +31,7 @@ public final class ShardExecutor: @unchecked Sendable {
     /// Runs the plan. Throws bad-input errors before anything is written.
     public func run() throws -> ShardSummary {
         let start = Date()
-        let readBefore = IOStatistics.bytesRead
+        let readBefore = checkpoint.bytesRead
         let ranks = options.ranks ?? Array(0..<plan.topology.worldSize)
         try prepareOutputFolder()
         let rankPlans = ranks.map { plan.rank($0) }
@@ -59,6 +59,9 @@ public final class ShardExecutor: @unchecked Sendable {
                 files: checkpoint.files.map { Manifest.FileRecord(name: $0.name, bytes: $0.bytes, sha256: hashes[$0.name]) },
                 model: plan.model, tensors: plan.sources.map { TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape) }),
             parallel: plan.parallel, ranks: ranks.map { records[$0]! }, copied: copied)
+        // The shard files reach the disk before a manifest that describes them (one syncfs
+        // instead of an fsync per file, which serializes the workers on writeback).
+        if options.sync { try OpenFile.syncFilesystem(holding: out) }
         let name = options.ranks == nil ? Manifest.fileName : Manifest.partialName(first: ranks.first!, last: ranks.last!)
         try manifest.write(to: path(name))
 
@@ -67,7 +70,7 @@ public final class ShardExecutor: @unchecked Sendable {
         return ShardSummary(
             ranksWritten: toWrite.map(\.rank), ranksSkipped: skipped.map(\.rank.rank),
             files: manifest.ranks.reduce(0) { $0 + $1.files.count }, bytesWritten: written,
-            bytesRead: IOStatistics.bytesRead - readBefore, seconds: seconds,
+            bytesRead: checkpoint.bytesRead - readBefore, seconds: seconds,
             throughputBytesPerSecond: seconds > 0 ? Double(written) / seconds : 0, peakRSSBytes: peakRSS(), manifest: path(name))
     }
 
@@ -122,6 +125,7 @@ public final class ShardExecutor: @unchecked Sendable {
             let stale = name == Manifest.fileName || (try? Manifest.read(path(name)))?.ranks.contains { writing.contains($0.rank) } ?? true
             if stale { unlink(path(name)) }
         }
+        removeStaleTemporaries(of: ranks)
         var write: [RankPlan] = []
         var skip: [JournalEntry] = []
         for r in ranks {
@@ -135,6 +139,19 @@ public final class ShardExecutor: @unchecked Sendable {
             }
         }
         return (write, skip)
+    }
+
+    /// Removes the temporary files a killed run left for these ranks' files: a rank is written
+    /// by one process at a time, so any temporary of its files now is stale.
+    func removeStaleTemporaries(of ranks: [RankPlan]) {
+        let names = Set(ranks.flatMap(\.files))
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: out)) ?? []
+        for entry in entries where entry.hasSuffix(".fineshard-tmp") {
+            // "<file>.<pid>.fineshard-tmp"
+            let stem = entry.dropLast(".fineshard-tmp".count)
+            guard let dot = stem.lastIndex(of: "."), names.contains(String(stem[..<dot])) else { continue }
+            unlink(path(entry))
+        }
     }
 
     func manifestNames() -> [String] {
@@ -175,7 +192,8 @@ public final class ShardExecutor: @unchecked Sendable {
             ([:], Dictionary(uniqueKeysWithValues: ranks.map { ($0.rank, $0.files.count) }), nil))
         let byRank = Dictionary(uniqueKeysWithValues: ranks.map { ($0.rank, $0) })
         let threads = max(1, min(options.threads, jobs.count))
-        let blockBytes = max(1 << 16, options.memoryBudget / threads / 4)
+        // Blocks of a few MiB stay in cache between the read, the hash and the write.
+        let blockBytes = max(1 << 16, min(4 << 20, options.memoryBudget / threads / 4))
 
         DispatchQueue.concurrentPerform(iterations: threads) { _ in
             var assembler = TensorAssembler(reader: checkpoint, blockBytes: blockBytes)

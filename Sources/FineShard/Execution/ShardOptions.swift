@@ -13,6 +13,8 @@ public struct ShardOptions: Sendable {
     public var memoryBudget = 512 << 20
     /// Hash every source file into the manifest (off for `--no-source-hash` and `--ranks`).
     public var hashSources = true
+    /// Wait for the output to reach the disk before writing the manifest (`--no-sync` turns it off).
+    public var sync = true
     /// zstd level of `--format hdf5`.
     public var compressionLevel = 3
 
@@ -41,6 +43,7 @@ public struct ShardSummary: Codable, Sendable {
     public var ranksSkipped: [Int]
     public var files: Int
     public var bytesWritten: Int
+    /// Source tensor bytes read (headers excluded).
     public var bytesRead: Int
     public var seconds: Double
     public var throughputBytesPerSecond: Double

@@ -35,7 +35,13 @@ struct TensorAssembler {
         while r0 < rows {
             let r1 = min(rows, r0 + rowsPerBlock)
             let count = (r1 - r0) * rowBytes
-            try fill(count: count)
+            // Pieces never overlap, so they fill the block exactly when their rows add up; only
+            // a block with padding needs zeroing first.
+            let covered = tensor.pieces.reduce(0) { sum, p in
+                let rows = max(0, min(r1, p.at[0] + p.region.ranges[0].count) - max(r0, p.at[0]))
+                return sum + rows * p.region.ranges.dropFirst().reduce(1) { $0 * $1.count }
+            }
+            try fill(count: count, zero: covered * size != count)
             for p in tensor.pieces {
                 let lo = max(r0, p.at[0])
                 let hi = min(r1, p.at[0] + p.region.ranges[0].count)
@@ -55,9 +61,9 @@ struct TensorAssembler {
         }
     }
 
-    private mutating func fill(count: Int) throws {
+    private mutating func fill(count: Int, zero: Bool = true) throws {
         if block.count < count { block = [UInt8](repeating: 0, count: count) }
-        block.withUnsafeMutableBytes { _ = memset($0.baseAddress!, 0, count) }
+        if zero { block.withUnsafeMutableBytes { _ = memset($0.baseAddress!, 0, count) } }
     }
 
     private mutating func read(_ piece: Piece, region: Region, into offset: Int, count: Int) throws {

@@ -31,6 +31,7 @@ public final class Checkpoint: Sendable {
     /// Files and folders of `root` that are not weights (config, tokenizer…), relative, sorted.
     public let nonWeightFiles: [String]
     private let byName: [String: Int]
+    private let dataRead = Atomic<Int>(0)
     /// Size, modification time and inode of every weight file when it was opened.
     private let identities: [String: OpenFile.Identity]
     private let readers: [String: any TensorStore]
@@ -89,7 +90,12 @@ public final class Checkpoint: Sendable {
         precondition(buffer.count >= region.elementCount * tensor.dtype.size)
         guard let reader = readers[tensor.file] else { throw CheckpointError.noSuchTensor(name: tensor.name) }
         try reader.read(tensor, region: region, into: buffer)
+        dataRead.add(region.elementCount * tensor.dtype.size, ordering: .relaxed)
     }
+
+    /// Tensor data read so far (headers excluded): what a `--ranks` task reports as `bytes_read`
+    /// and tests compare with the plan's pieces.
+    public var bytesRead: Int { dataRead.load(ordering: .relaxed) }
 
     /// The absolute path of a file of the checkpoint.
     public func path(of file: String) -> String { (root as NSString).appendingPathComponent(file) }

@@ -154,14 +154,11 @@ public final class HDF5Writer: TensorFileWriter {
         }
         finished = true
         try file.take()?.close(with: H5Fclose, file: path, "cannot close \(temporary)")
-        try OpenFile.forReading(temporary).sync()
         try FaultInjector.shared.check(.file, path: path)
         guard rename(temporary, path) == 0 else {
             throw CheckpointError.io(file: path, operation: "rename", reason: OpenFile.errorText(errno))
         }
         TemporaryFiles.shared.unregister(temporary)
-        let folder = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
-        try OpenFile.folder(folder.isEmpty ? "/" : folder).sync()
         return try Self.digest(of: path)
     }
 
@@ -327,12 +324,14 @@ public final class HDF5Writer: TensorFileWriter {
                     target.copyMemory(from: source)
                     return
                 }
+                let from = source.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                let to = target.baseAddress!.assumingMemoryBound(to: UInt8.self)
                 for j in 0..<elementSize {
-                    let plane = j * n
-                    var from = j
+                    let plane = to + j * n
+                    var at = from + j
                     for i in 0..<n {
-                        target[plane + i] = source[from]
-                        from += elementSize
+                        plane[i] = at.pointee
+                        at += elementSize
                     }
                 }
                 let tail = n * elementSize

@@ -1,3 +1,4 @@
+import CLinux
 import Synchronization
 
 #if canImport(Glibc)
@@ -128,6 +129,14 @@ public final class OpenFile: @unchecked Sendable {
             done += n
         }
         IOStatistics.written.add(buffer.count, ordering: .relaxed)
+    }
+
+    /// syncfs(2) of the filesystem that holds `path`: every dirty page of it reaches the disk.
+    public static func syncFilesystem(holding path: String) throws {
+        let folder = try OpenFile.folder(path)
+        guard fs_syncfs(folder.fd) == 0 else {
+            throw CheckpointError.io(file: path, operation: "syncfs", reason: errorText(errno))
+        }
     }
 
     /// fsync(2).

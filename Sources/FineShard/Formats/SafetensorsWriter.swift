@@ -38,7 +38,9 @@ public final class SafetensorsWriter: TensorFileWriter {
             throw CheckpointError.io(file: path, operation: "append", reason: "more bytes than the header declares (\(endOfData))")
         }
         if buffer.count + bytes.count > bufferLimit { try flush() }
-        if bytes.count >= bufferLimit {
+        // Large appends go straight out: copying them into the buffer would be one more pass.
+        if bytes.count >= min(bufferLimit, 1 << 20) {
+            try flush()
             hasher.update(bufferPointer: bytes)
             try file.write(bytes, at: position)
             position += bytes.count
@@ -62,7 +64,7 @@ public final class SafetensorsWriter: TensorFileWriter {
         guard position == endOfData else {
             throw CheckpointError.io(file: path, operation: "finish", reason: "only \(position) of \(endOfData) bytes were written")
         }
-        try file.sync()
+        // No fsync per file: the executor syncs the whole output once, before the manifest.
         try FaultInjector.shared.check(.file, path: path)
         guard rename(temporaryPath(for: path), path) == 0 else {
             throw CheckpointError.io(file: path, operation: "rename", reason: OpenFile.errorText(errno))

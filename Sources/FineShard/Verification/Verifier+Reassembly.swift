@@ -138,7 +138,8 @@ extension Verifier {
                     kind: .unreadableShard, message: "rank \(h.rank) \(h.tensor.file): cannot read '\(h.tensor.name)': \(error)",
                     rank: h.rank, file: h.tensor.file, tensor: h.tensor.name)
             }
-            if let k = (0..<bytes).first(where: { expected[$0] != actual[$0] }) {
+            let same = expected.withUnsafeBytes { e in actual.withUnsafeBytes { a in memcmp(e.baseAddress!, a.baseAddress!, bytes) == 0 } }
+            if !same, let k = (0..<bytes).first(where: { expected[$0] != actual[$0] }) {
                 let element = k / size
                 let sourceIndex = coordinates(element, in: sub)
                 let outputIndex = coordinates(element, in: target)
