@@ -23,7 +23,7 @@ struct Inspect: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let opened = try Checkpoint.open(checkpoint, maxTensors: maxTensors)
-            let report = InspectReport(opened)
+            let report = InspectReport(opened, roles: InspectReport.roles(of: opened))
             if output.json { return try printJSON(report) }
             print(TextReport.inspect(report))
         }

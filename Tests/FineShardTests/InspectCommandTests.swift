@@ -16,6 +16,12 @@ import Testing
         #expect(embed["shape"] as? [Int] == [1000, 64])
         #expect(embed["dtype"] as? String == "BF16")
         #expect((json["dtypes"] as? [String: [String: Int]])?["BF16"]?["count"] == 21)
+        let roles = Dictionary(uniqueKeysWithValues: tensors.map { ($0["name"] as! String, $0["role"] as? String) })
+        #expect(roles["model.embed_tokens.weight"] == "embedding.weight")
+        #expect(roles["lm_head.weight"] == "lm_head.weight")
+        #expect(roles["model.layers.1.self_attn.o_proj.weight"] == "o_proj.weight")
+        #expect(roles["model.layers.0.mlp.down_proj.weight"] == "down.weight")
+        #expect(roles.values.allSatisfy { $0 != nil && $0 != "other.weight" })
     }
 
     @Test func theHDF5TwinOfTheFixtureHasTheSameTensors() throws {

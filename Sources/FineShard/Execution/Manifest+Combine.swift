@@ -7,7 +7,7 @@ extension Manifest {
         let full = (folder as NSString).appendingPathComponent(fileName)
         if FileManager.default.fileExists(atPath: full) { return [try read(full)] }
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else {
-            throw CheckpointError.unreadable(file: folder, reason: "no such folder")
+            throw CheckpointError.unreadable(file: folder, reason: "no such folder (give the output folder of `fineshard shard`)")
         }
         let partial = names.filter { isManifestName($0) && $0 != fileName }.sorted()
         guard !partial.isEmpty else {

@@ -9,7 +9,8 @@ extension Checkpoint {
     public static func open(_ path: String, maxTensors: Int = SafetensorsHeader.defaultMaxTensors) throws -> Checkpoint {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw CheckpointError.unreadable(file: path, reason: "no such file or folder")
+            throw CheckpointError.unreadable(
+                file: path, reason: "no such file or folder (give a .safetensors or HDF5 file, or the folder that holds the checkpoint)")
         }
         if !isDirectory.boolValue {
             let root = (path as NSString).deletingLastPathComponent

@@ -55,4 +55,16 @@ public struct InspectReport: Codable, Sendable {
                 name: t.name, dtype: t.dtype, shape: t.shape, bytes: t.byteCount, file: t.file, dataOffsets: offsets, role: roles[t.name])
         }
     }
+
+    /// The role of every tensor (`o_proj.weight`, `expert_up.per_channel`, `other.weight`), or
+    /// none when the model is not recognized (inspect still lists its tensors).
+    public static func roles(of checkpoint: Checkpoint) -> [String: String] {
+        var config: ModelConfig?
+        if let data = checkpoint.config {
+            guard let decoded = try? ModelConfig.decode(data) else { return [:] }
+            config = decoded
+        }
+        guard let model = try? Model.recognize(checkpoint.tensors, config: config) else { return [:] }
+        return model.roles.mapValues(\.label)
+    }
 }

@@ -51,5 +51,5 @@ public struct TensorRole: Sendable, Hashable, Codable {
     }
 
     /// How the role reads in tables: `o_proj.weight`, `expert_up.per_channel`.
-    public var label: String { "\(kind.rawValue).\(parameter.rawValue)" }
+    public var label: String { kind == .buffer ? "buffer" : "\(kind.rawValue).\(parameter.rawValue)" }
 }
