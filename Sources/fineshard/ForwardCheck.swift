@@ -16,8 +16,9 @@ struct ForwardCheck: ParsableCommand {
             agreement. All arithmetic is float32. Exit code 1 when a rank differs by more than the tolerance.
 
             Supported: the Llama family (Llama, Mistral, Qwen2, Qwen3; tied or untied) and BERT encoders, \
-            hf and vllm layouts, safetensors and HDF5 output. Other architectures and quantized weights \
-            exit 2.
+            hf and vllm layouts, safetensors and HDF5 output; int8 W8A8 weights are dequantized with their \
+            per-channel weight_scale / weight_offset (activation scales are not simulated). Other \
+            architectures and other quantized weights exit 2.
 
             Example:
               fineshard shard fixtures/tiny-llama -o out --dp 4 \\

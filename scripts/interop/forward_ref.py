@@ -5,7 +5,8 @@ Written from the Hugging Face model definitions, not from fineshard's code:
   - Llama family (transformers/models/llama/modeling_llama.py; Qwen2 q/k/v biases, Qwen3 q_norm/k_norm):
     embed_tokens -> [RMSNorm -> q/k/v -> RoPE (rotate_half) -> causal GQA softmax attention -> o_proj
     -> residual -> RMSNorm -> down(silu(gate) * up) -> residual] x L -> norm -> lm_head (tied: embed_tokens).
-    Output: logits [T, vocab].
+    Output: logits [T, vocab]. Int8 W8A8 linears (Ascend / msModelSlim) are dequantized per output
+    channel, w = (q - weight_offset) * weight_scale; activation quantization parameters are ignored.
   - BERT (transformers/models/bert/modeling_bert.py): word + position + token_type(0) embeddings ->
     LayerNorm -> [self-attention (no mask) -> dense -> LayerNorm(+residual) -> intermediate GELU(erf)
     -> output dense -> LayerNorm(+residual)] x L. Output: last_hidden_state [T, hidden].
@@ -64,6 +65,8 @@ class Tensors:
             arr = np.frombuffer(raw, dtype=np.float32)
         elif dtype == "F64":
             arr = np.frombuffer(raw, dtype=np.float64)
+        elif dtype == "I8":
+            arr = np.frombuffer(raw, dtype=np.int8)
         else:
             raise SystemExit(f"forward_ref: dtype {dtype} of {name} not handled")
         return arr.astype(np.float64).reshape(info["shape"])
@@ -109,8 +112,19 @@ def llama(t, cfg, ids):
     cos, sin = np.cos(emb), np.sin(emb)  # [T, hd]
     mask = np.triu(np.full((T, T), -np.inf), k=1)
 
+    def weight(prefix):
+        # Ascend / msModelSlim W8A8: an int8 weight with per-output-channel weight_scale (and
+        # weight_offset), dequantized w = (q - offset) * scale. input_scale / input_offset /
+        # deq_scale / quant_bias describe the NPU's int8 activation path and are not used here.
+        w = t[prefix + ".weight"]
+        if prefix + ".weight_scale" in t:
+            out = w.shape[0]
+            offset = t[prefix + ".weight_offset"].reshape(out, 1) if prefix + ".weight_offset" in t else 0.0
+            w = (w - offset) * t[prefix + ".weight_scale"].reshape(out, 1)
+        return w
+
     def linear(h, prefix):
-        y = h @ t[prefix + ".weight"].T
+        y = h @ weight(prefix).T
         if prefix + ".bias" in t:
             y = y + t[prefix + ".bias"]
         return y

@@ -106,15 +106,7 @@ extension ForwardChecker {
                 )
             case .llama, .bert: break
             }
-            if let quantized = source.tensors.first(where: { t in
-                let p = model.roles[t.name]?.parameter
-                return p == .perChannel || p == .perTensor || p == .blockScale || (!t.dtype.isFloatingPoint && t.name.hasSuffix(".weight"))
-            }) {
-                throw ModelError.unsupported(
-                    message:
-                        "forward-check does not support quantized weights yet ('\(quantized.name)', \(quantized.dtype.rawValue)); int8 W8A8 and FP8 block-scaled checkpoints need dequantization that is not implemented"
-                )
-            }
+            try checkQuantization(source, model: model)
             let ignorable: (String) -> Bool = {
                 $0.hasSuffix("position_ids") || $0.hasSuffix("token_type_ids") || $0.hasPrefix("pooler.") || $0.hasPrefix("bert.pooler.")
             }
@@ -179,6 +171,57 @@ extension ForwardChecker {
                 arch.maxPositions = try source.tensor(arch.positionEmbedding).shape.first
             }
             return arch
+        }
+
+        /// The linears whose weights may be int8 W8A8 (``Simulation/dequantize(_:_:rank:)``).
+        static let quantizable: Set<TensorRole.Kind> = [.q, .k, .v, .qkv, .oProj, .gate, .up, .gateUp, .down]
+
+        /// Accepts Ascend / msModelSlim W8A8 weights — an `I8` `.weight` `[out, in]` of a Llama-family
+        /// attention or MLP linear with a floating-point per-output-channel `.weight_scale` (and optional
+        /// `.weight_offset`) of shape `[out]` or `[out, 1]` — and throws
+        /// ``ModelError/unsupported(message:)`` for every other quantized tensor (FP8 block scales, integer
+        /// embeddings or heads, scales without an int8 weight). The per-tensor activation parameters
+        /// (`input_scale`, `input_offset`) and `deq_scale` / `quant_bias` of the int8 activation path are
+        /// accepted and not read.
+        static func checkQuantization(_ source: Checkpoint, model: Model) throws {
+            func unsupported(_ name: String, _ why: String) -> ModelError {
+                .unsupported(message: "forward-check does not support quantized weights like '\(name)' yet: \(why)")
+            }
+            func weight(of name: String) -> String { String(name[..<(name.lastIndex(of: ".") ?? name.endIndex)]) + ".weight" }
+            for t in source.tensors {
+                guard let role = model.roles[t.name] else { continue }
+                switch role.parameter {
+                case .blockScale:
+                    throw unsupported(t.name, "FP8 block-scaled checkpoints need dequantization that is not implemented (int8 W8A8 is)")
+                case .perChannel, .perTensor:
+                    let w = weight(of: t.name)
+                    guard source.contains(w), try source.tensor(w).dtype == .i8 else {
+                        throw unsupported(t.name, "quantization parameters are read only for an I8 weight (int8 W8A8)")
+                    }
+                case .weight where !t.dtype.isFloatingPoint && t.name.hasSuffix(".weight"):
+                    guard t.dtype == .i8, model.facts.family == .llama, quantizable.contains(role.kind), t.shape.count == 2 else {
+                        throw unsupported(
+                            t.name,
+                            "\(t.dtype.rawValue) weights are dequantized only as int8 W8A8 attention and MLP linears of the Llama family")
+                    }
+                    let prefix = String(t.name.dropLast("weight".count))
+                    for (parameter, required) in [("weight_scale", true), ("weight_offset", false)] {
+                        guard source.contains(prefix + parameter) else {
+                            if required { throw unsupported(t.name, "the I8 weight has no '\(prefix)weight_scale'") }
+                            continue
+                        }
+                        let p = try source.tensor(prefix + parameter)
+                        guard p.dtype.isFloatingPoint, p.shape == [t.shape[0]] || p.shape == [t.shape[0], 1] else {
+                            throw unsupported(
+                                prefix + parameter,
+                                "a per-output-channel \(parameter) is floating point [\(t.shape[0])] or [\(t.shape[0]), 1], this is \(p.dtype.rawValue) \(p.shape)"
+                            )
+                        }
+                    }
+                default:
+                    continue
+                }
+            }
         }
 
         /// `inv_freq = 1 / θ^(2i/d)` (`_compute_default_rope_parameters`), adjusted by `rope_scaling`

@@ -103,9 +103,61 @@ extension ForwardChecker {
             }
         }
 
+        /// A linear's weight `[rows, cols]` as float32, int8 W8A8 weights dequantized.
         func matrix(_ name: String, rank: Int, rows: Int, cols: Int) throws -> Matrix {
             try expectShape(name, rank: rank, [rows, cols])
-            return Matrix(rows: rows, cols: cols, data: try weights.read(name, rank: rank, rows: nil))
+            var w = Matrix(rows: rows, cols: cols, data: try weights.read(name, rank: rank, rows: nil))
+            try dequantize(&w, name, rank: rank)
+            return w
+        }
+
+        /// Dequantizes an int8 W8A8 weight in place: `w[o, i] = (q[o, i] − offset[o]) · scale[o]`, with the
+        /// per-output-channel `weight_scale` and optional `weight_offset` (`[out]` or `[out, 1]`) next to
+        /// `.weight` — Ascend W8A8 as msModelSlim writes it (`W8A8LinearMethod` in vllm-ascend's
+        /// `quantization/w8a8.py`: a per-channel symmetric or asymmetric int8 weight). A weight with no
+        /// `weight_scale` is left as it is (a float weight).
+        ///
+        /// The parameters are read from the same place as the weight — the rank's shard files in the
+        /// sharded pass, the source in the dense one — so a wrong scale shard changes the output. They
+        /// follow the weight's rows (SPEC §4): a column-parallel shard (q/k/v, gate/up, fused qkv and
+        /// gate_up) holds the scales of its own rows; a row-parallel one (o_proj, down) is cut along its
+        /// input dimension and every rank holds every row, so the whole scale applies to each shard's
+        /// columns. Either way the rank's scale has one value per row of the rank's weight.
+        ///
+        /// The per-tensor activation parameters (`input_scale`, `input_offset`) and `deq_scale` /
+        /// `quant_bias` describe the NPU's int8 activation path (quantize x, int8 matmul, rescale); a
+        /// float32 reference does not take it: it checks that the sharded weights dequantize to the same
+        /// function as the dense ones, and those parameters are not read.
+        func dequantize(_ w: inout Matrix, _ name: String, rank: Int) throws {
+            guard name.hasSuffix(".weight") else { return }
+            let prefix = String(name.dropLast("weight".count))
+            func perChannel(_ parameter: String) throws -> [Float]? {
+                let pname = prefix + parameter
+                guard let shape = try weights.shape(pname, rank: rank) else { return nil }
+                guard shape == [w.rows] || shape == [w.rows, 1] else {
+                    throw ForwardCheckError.layoutDisagrees(
+                        rank: rank, tensor: pname,
+                        message:
+                            "has shape \(shape); the rank's '\(name)' has \(w.rows) rows, one \(parameter) each ([\(w.rows)] or [\(w.rows), 1])"
+                    )
+                }
+                return try weights.read(pname, rank: rank, rows: nil)
+            }
+            guard let scale = try perChannel("weight_scale") else {
+                if try weights.shape(prefix + "weight_offset", rank: rank) != nil {
+                    throw ForwardCheckError.layoutDisagrees(
+                        rank: rank, tensor: prefix + "weight_offset", message: "the rank holds a weight_offset without its weight_scale")
+                }
+                return
+            }
+            let offset = try perChannel("weight_offset")
+            let cols = w.cols
+            w.data.withUnsafeMutableBufferPointer { data in
+                for o in 0..<scale.count {
+                    let (s, z) = (scale[o], offset?[o] ?? 0)
+                    for i in o * cols..<(o + 1) * cols { data[i] = (data[i] - z) * s }
+                }
+            }
         }
 
         /// A vector parameter (bias, norm weight), or nil when the rank holds none.

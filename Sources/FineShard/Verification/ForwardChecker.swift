@@ -8,7 +8,9 @@ import Foundation
 /// Byte-exact reassembly (`verify --source`) proves the shards hold the right bytes; this proves that
 /// the layout plus the runtime's communication computes the model: a kv head on the wrong rank, two
 /// o_proj shards swapped, gate and up swapped, a shifted vocab range or a split row-parallel bias all
-/// change the output. All arithmetic is float32; weights stored as bf16, f16 or f8 are widened exactly.
+/// change the output. All arithmetic is float32; weights stored as bf16, f16 or f8 are widened exactly,
+/// and int8 W8A8 weights (Ascend / msModelSlim, per-output-channel `weight_scale` and `weight_offset`)
+/// are dequantized from the rank's own parameter shards (``Simulation/dequantize(_:_:rank:)``).
 public struct ForwardChecker: Sendable {
     public struct Options: Sendable {
         /// Token ids per DP rank (one list for every rank, or one per DP rank); nil: seeded.
