@@ -71,3 +71,26 @@ import Testing
         #expect(r.stderr.contains("--file-pattern"))
     }
 }
+
+/// A real full filesystem: a size-limited tmpfs, where the machine lets the tests mount one (root).
+@Suite(.enabled(if: getuid() == 0, "needs root to mount a tmpfs"))
+struct FullDiskTests {
+    @Test func aTmpfsTooSmallForTheOutputIsRefusedBeforeWritingAndResumeCompletesWithRoom() throws {
+        let dir = try TemporaryFolder()
+        defer { dir.remove() }
+        let mountPoint = dir.file("small")
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        guard try run("/bin/mount", ["-t", "tmpfs", "-o", "size=256k", "tmpfs", mountPoint]).status == 0 else { return }
+        defer { _ = try? run("/bin/umount", [mountPoint]) }
+        let args = ["shard", Models.fixture, "-o", mountPoint + "/out", "--dp", "4", "--quiet"]
+        let full = try run(fineshardBinary, args)
+        #expect(full.status == 3, "\(full.stderr)")
+        #expect(full.stderr.contains("not enough free space"), "\(full.stderr)")
+        let left = (try? FileManager.default.contentsOfDirectory(atPath: mountPoint + "/out")) ?? []
+        #expect(!left.contains { $0.hasSuffix(".safetensors") || $0.hasSuffix(".fineshard-tmp") }, "\(left)")
+        #expect(try run("/bin/mount", ["-o", "remount,size=8m", mountPoint]).status == 0)
+        let resumed = try run(fineshardBinary, args + ["--resume"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(try run(fineshardBinary, ["verify", mountPoint + "/out", "--source", Models.fixture, "--quiet"]).status == 0)
+    }
+}

@@ -236,13 +236,13 @@ func modelPath(_ name: String) -> String? {
         #expect(try run(fineshardBinary, ["verify", dir.file("out"), "--source", Models.fixture, "--quiet"]).status == 0)
     }
 
-    @Test(arguments: ["piece:10:term", "file:2:term"])
-    func sigtermRemovesTemporaryFilesExits143AndResumes(_ fault: String) throws {
+    @Test(arguments: [("piece:10:term", 143), ("file:2:term", 143), ("piece:7:int", 130)])
+    func sigtermAndSigintRemoveTemporaryFilesExit143Or130AndResume(_ fault: String, _ code: Int32) throws {
         let dir = try TemporaryFolder()
         defer { dir.remove() }
         let args = ["shard", Models.fixture, "-o", dir.file("out"), "--dp", "4", "--quiet", "--threads", "1"]
         let stopped = try run(fineshardBinary, args, environment: ["FINESHARD_FAULT": fault])
-        #expect(stopped.status == 143, "\(stopped.stderr)")
+        #expect(stopped.status == code, "\(stopped.stderr)")
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir.file("out")).filter { $0.hasSuffix(".fineshard-tmp") }
         #expect(leftovers.isEmpty, "\(leftovers)")
         #expect(try run(fineshardBinary, args + ["--resume"]).status == 0)

@@ -8,14 +8,15 @@ import Synchronization
 
 /// The test-only fault hook of SPEC §7. `FINESHARD_FAULT=stage:count:action` makes the process fail
 /// at a deterministic point: at the `count`-th event of `stage` it either kills itself with SIGKILL
-/// (`kill`), sends itself SIGTERM as a scheduler's cancel would (`term`), or fails that I/O call
+/// (`kill`), sends itself SIGTERM as a scheduler's cancel would (`term`) or SIGINT as a user's
+/// Ctrl-C would (`int`), or fails that I/O call
 /// with ENOSPC (`enospc`). Ignored unless the variable is set.
 ///
 /// Stages: `write` (a pwrite call), `piece` (a plan piece written by the executor), `file`
 /// (an output file completed, before its rename).
 public final class FaultInjector: Sendable {
     public enum Stage: String, Sendable { case write, piece, file }
-    enum Action: String { case kill, term, enospc }
+    enum Action: String { case kill, term, int, enospc }
 
     public static let shared = FaultInjector(spec: getenv("FINESHARD_FAULT").map { String(cString: $0) })
 
@@ -42,8 +43,8 @@ public final class FaultInjector: Sendable {
         guard n == count else { return }
         switch action {
         case .kill: kill(getpid(), SIGKILL)
-        case .term:
-            kill(getpid(), SIGTERM)
+        case .term, .int:
+            kill(getpid(), action == .term ? SIGTERM : SIGINT)
             // The signal handler removes temporary files and exits; wait for it here.
             while true { sleep(1) }
         case .enospc:
