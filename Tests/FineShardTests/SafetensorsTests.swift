@@ -140,6 +140,7 @@ import Testing
         (#"{"weight_map":{}}"#, "names no tensors"),
         (#"{"metadata":{}}"#, "no weight_map"),
         (#"{"weight_map":{"a":"one.safetensors"},"metadata":[[[[]]],NaN]}"#, "expected a JSON value"),
+        ("{\"weight_map\":{\"a\u{FFFD}\":\"one.safetensors\"}}", "mapped to"),
     ]
 
     @Test(arguments: indexCases)

@@ -124,6 +124,10 @@ extension Checkpoint {
 /// (a JSON decoder would silently keep the last mapping).
 enum IndexParser {
     static func weightMap(_ bytes: [UInt8], fileName: String) throws -> [(String, String)] {
+        // Decoding would turn invalid bytes into U+FFFD and make distinct names collide.
+        guard String(validating: bytes, as: UTF8.self) != nil else {
+            throw CheckpointError.invalidIndex(file: fileName, message: "the \(bytes.count)-byte index is not valid UTF-8")
+        }
         var p = HeaderJSONParser(bytes: bytes, fileName: fileName, maxTensors: .max)
         do {
             return try p.parseIndex()
