@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 # The tree stays clean under the toolchain's formatter (.swift-format).
-swift format lint --strict -r Sources Tests
+swift format lint --strict -r Sources Tests fuzz/Sources
 swift build
 swift test "$@"
 if [ "$(id -u)" -eq 0 ]; then

@@ -1,3 +1,5 @@
+import FuzzDriver
+
 // libFuzzer target for the safetensors header parser, `SafetensorsHeader.parse`.
 //
 // Input: a whole safetensors file when its first 8 bytes declare a header length that fits
@@ -11,7 +13,6 @@
 // contiguous in offset order and filling the data area exactly) and survive
 // `SafetensorsHeader.encode` → `parse` with the same names, dtypes, shapes and metadata.
 @testable import FineShard
-import FuzzDriver
 
 #if canImport(Glibc)
     import Glibc
@@ -74,7 +75,9 @@ func check(_ header: [UInt8], dataStart: Int, dataSize: Int, maxTensors: Int) {
     }
     func key(_ t: TensorInfo) -> String { "\(t.name)|\(t.dtype.rawValue)|\(t.shape)" }
     guard Set(again.tensors.map(key)) == Set(parsed.tensors.map(key)), again.metadata == parsed.metadata else {
-        die("encode → parse changed the header: \(parsed.tensors.map(key)) / \(String(describing: parsed.metadata)) became \(again.tensors.map(key)) / \(String(describing: again.metadata))")
+        die(
+            "encode → parse changed the header: \(parsed.tensors.map(key)) / \(String(describing: parsed.metadata)) became \(again.tensors.map(key)) / \(String(describing: again.metadata))"
+        )
     }
 }
 

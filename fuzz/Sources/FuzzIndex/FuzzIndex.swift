@@ -1,9 +1,10 @@
+import FuzzDriver
+
 // libFuzzer target for the index parser, `IndexParser.weightMap` (model.safetensors.index.json).
 //
 // Contract checked: returns or throws `CheckpointError.invalidIndex`; never anything else, never
 // a crash, hang or huge allocation. An accepted map names no tensor twice.
 @testable import FineShard
-import FuzzDriver
 
 #if canImport(Glibc)
     import Glibc
