@@ -200,7 +200,7 @@ memory-limit runs). Page cache warm, `sync` before every timed run, wall-clock m
 - **Floor**: for a configuration whose output is N bytes in K files, K `cp` of a warm N/K-byte file (same
   filesystem; coreutils uses `copy_file_range`) while `openssl dgst -sha256` hashes the same N bytes
   concurrently: the least a tool can do that writes and hashes the output. "floor + fsync" also fsyncs
-  each copied file (`sync FILE`), as fineshard does before renaming each output into place.
+  each copied file (`sync FILE`), for comparison: fineshard syncs its output's filesystem once, before the manifest.
 - **fineshard**: `fineshard shard CKPT -o OUT … --no-source-hash --quiet --json` (output hashing on;
   default `--threads` = cores, `--memory-budget` 512 MiB).
 - **Peer**: `scripts/bench/peer.py` — official `safetensors` (`safe_open` + `get_slice`) and numpy, one
