@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 extension Checkpoint {
     /// The index file of a sharded safetensors checkpoint (Hugging Face convention).
@@ -43,21 +44,32 @@ extension Checkpoint {
         var tensors: [TensorInfo] = []
         var readers: [String: any TensorStore] = [:]
         var infos: [File] = []
-        for name in files {
-            let full = (root as NSString).appendingPathComponent(name)
-            switch format {
-            case .safetensors:
-                let file = try OpenFile.forReading(full)
-                let header = try SafetensorsHeader.read(file, name: name, maxTensors: maxTensors)
+        if format == .safetensors {
+            // Headers parse independently: a checkpoint of many shard files parses them in parallel,
+            // and the first error in file order is the one reported.
+            let results = Mutex<[Int: Result<(OpenFile, SafetensorsHeader), any Error>]>([:])
+            DispatchQueue.concurrentPerform(iterations: files.count) { i in
+                let result = Result {
+                    let file = try OpenFile.forReading((root as NSString).appendingPathComponent(files[i]))
+                    return (file, try SafetensorsHeader.read(file, name: files[i], maxTensors: maxTensors))
+                }
+                results.withLock { $0[i] = result }
+            }
+            let parsed = results.withLock { $0 }
+            for (i, name) in files.enumerated() {
+                let (file, header) = try parsed[i]!.get()
                 tensors += header.tensors
                 readers[name] = SafetensorsStore(file: file)
                 infos.append(File(name: name, bytes: try file.size(), dataStart: header.dataStart))
-            case .hdf5:
-                let reader = try HDF5Reader(path: full, name: name)
-                tensors += reader.tensors
-                readers[name] = reader
-                infos.append(File(name: name, bytes: try OpenFile.forReading(full).size(), dataStart: nil))
             }
+            return try Checkpoint(root: root, format: format, files: infos, tensors: tensors, readers: readers, weightNames: Set(files))
+        }
+        for name in files {
+            let full = (root as NSString).appendingPathComponent(name)
+            let reader = try HDF5Reader(path: full, name: name)
+            tensors += reader.tensors
+            readers[name] = reader
+            infos.append(File(name: name, bytes: try OpenFile.forReading(full).size(), dataStart: nil))
         }
         return try Checkpoint(root: root, format: format, files: infos, tensors: tensors, readers: readers, weightNames: Set(files))
     }

@@ -1,3 +1,5 @@
+import Dispatch
+
 /// What `fineshard plan` reports: per-rank bytes and the per-component memory table of the
 /// seed document, for any model. Encoded as-is for `--json`.
 public struct PlanReport: Codable, Sendable {
@@ -63,7 +65,11 @@ public struct PlanReport: Codable, Sendable {
     }
 
     public init(_ plan: ShardPlan) {
-        fingerprint = plan.fingerprint
+        // The fingerprint serializes the whole tensor table: compute it beside the rest.
+        final class Digest: @unchecked Sendable { var value = "" }
+        let digest = Digest()
+        let group = DispatchGroup()
+        DispatchQueue.global().async(group: group) { digest.value = plan.fingerprint }
         model = plan.model
         parallel = plan.parallel
         worldSize = plan.topology.worldSize
@@ -86,5 +92,7 @@ public struct PlanReport: Codable, Sendable {
         unknownTensors = plan.unknown
         warnings = plan.warnings
         notes = plan.notes
+        group.wait()
+        fingerprint = digest.value
     }
 }
