@@ -9,7 +9,8 @@
 #   * the floor per configuration: `cp` of the output's bytes (same filesystem, same number of files)
 #     while `openssl dgst -sha256` hashes that many bytes concurrently; and the same with each copied
 #     file fsync'd (`sync FILE`), since fineshard syncs its output's filesystem once before the manifest;
-#   * fineshard shard (--no-source-hash; output hashing on): all-DP 8 with every fine-grained size 8 (hf),
+#   * fineshard shard (--no-source-hash --no-sync, like the floor and the peer, which do not wait for the
+#     disk either; output hashing on): all-DP 8 with every fine-grained size 8 (hf),
 #     TP=8 (vllm layout), DP=16 with embedding 8 / lm_head 8 / o_proj 4 / MLP 2, and all-DP 8 with
 #     --format hdf5;
 #   * the Python peer (scripts/bench/peer.py: safe_open + get_slice + numpy) on all-DP 8;
@@ -128,7 +129,7 @@ shard_run() {  # size case run [extra args...]
     warm $(weights "$CKPT")
     # shellcheck disable=SC2046
     timed "$size" "$case" "$run" "$out" -- "$BIN" shard "$CKPT" -o "$out" $(case_args "$case") \
-        --additional-config "$(case_config "$case")" --no-source-hash --quiet --json "$@"
+        --additional-config "$(case_config "$case")" --no-source-hash --no-sync --quiet --json "$@"
 }
 
 detect_limiter() {
@@ -216,7 +217,7 @@ for SIZE in "${SIZES[@]}"; do
         rm -rf "$out"; warm $(weights "$CKPT")
         # shellcheck disable=SC2046
         limited_run "$SIZE" "limit-$c" 1 "$out" -- "$BIN" shard "$CKPT" -o "$out" $(case_args "$c") \
-            --additional-config "$(case_config "$c")" --no-source-hash --quiet --json
+            --additional-config "$(case_config "$c")" --no-source-hash --no-sync --quiet --json
         rm -rf "$out"
         log "$SIZE peer under ${LIMIT_MIB} MiB ($LIMITER)"
         limited_run "$SIZE" "limit-peer-$c" 1 "$WORK/out-peer" -- "$PY" scripts/bench/peer.py "$CKPT" -o "$WORK/out-peer"
@@ -228,7 +229,7 @@ for SIZE in "${SIZES[@]}"; do
             rm -rf "$WORK/out-wd"; warm $(weights "$CKPT")
             if [ $tool = fineshard ]; then
                 # shellcheck disable=SC2046
-                cmd=("$BIN" shard "$CKPT" -o "$WORK/out-wd" $(case_args "$c") --additional-config "$(case_config "$c")" --no-source-hash --quiet --json)
+                cmd=("$BIN" shard "$CKPT" -o "$WORK/out-wd" $(case_args "$c") --additional-config "$(case_config "$c")" --no-source-hash --no-sync --quiet --json)
             else
                 cmd=("$PY" scripts/bench/peer.py "$CKPT" -o "$WORK/out-wd")
             fi

@@ -201,7 +201,7 @@ memory-limit runs). Page cache warm, `sync` before every timed run, wall-clock m
   filesystem; coreutils uses `copy_file_range`) while `openssl dgst -sha256` hashes the same N bytes
   concurrently: the least a tool can do that writes and hashes the output. "floor + fsync" also fsyncs
   each copied file (`sync FILE`), for comparison: fineshard syncs its output's filesystem once, before the manifest.
-- **fineshard**: `fineshard shard CKPT -o OUT … --no-source-hash --quiet --json` (output hashing on;
+- **fineshard**: `fineshard shard CKPT -o OUT … --no-source-hash --no-sync --quiet --json` (`--no-sync`: like the floor and the peer, it does not wait for the disk; by default shard syncs the output's filesystem once before the manifest) (output hashing on;
   default `--threads` = cores, `--memory-budget` 512 MiB).
 - **Peer**: `scripts/bench/peer.py` — official `safetensors` (`safe_open` + `get_slice`) and numpy, one
   `save_file` per rank, the same tensors as fineshard's all-DP 8 / fine-grained 8 `hf` output; hashes nothing.
