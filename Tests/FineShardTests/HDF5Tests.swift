@@ -305,22 +305,11 @@ import Testing
         var sha256: String
     }
 
+    /// Runs a script of `scripts/interop` with the venv's Python (TestSupport's `run`) and returns its stdout.
     static func runPython(_ script: String, _ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: python!)
-        process.arguments = [interopScripts.appendingPathComponent(script).path] + arguments
-        let output = Pipe()
-        let errors = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
-        let text = output.fileHandleForReading.readDataToEndOfFile()
-        let errorText = errors.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        try #require(
-            process.terminationStatus == 0,
-            "\(script) failed: \(String(decoding: errorText, as: UTF8.self))")
-        return String(decoding: text, as: UTF8.self)
+        let result = try run(python!, [interopScripts.appendingPathComponent(script).path] + arguments)
+        try #require(result.status == 0, "\(script) failed: \(result.stderr)")
+        return result.stdout
     }
 
     @Test(.enabled(if: python != nil))
