@@ -21,11 +21,6 @@ public struct JournalEntry: Codable, Sendable, Equatable {
         (output as NSString).appendingPathComponent("\(folder)/rank-\(rank).json")
     }
 
-    static func read(_ output: String, rank: Int) -> JournalEntry? {
-        guard let data = FileManager.default.contents(atPath: path(output, rank: rank)) else { return nil }
-        return try? JSONDecoder().decode(JournalEntry.self, from: data)
-    }
-
     func write(_ output: String) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]

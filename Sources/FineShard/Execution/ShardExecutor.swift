@@ -96,7 +96,10 @@ public final class ShardExecutor: @unchecked Sendable {
     /// Refuses an output folder made from another source or with other options, refuses to
     /// overwrite without `--resume` or `--force`, and finds the ranks `--resume` may skip.
     func checkExistingWork(_ ranks: [RankPlan]) throws -> (write: [RankPlan], skip: [JournalEntry]) {
+        // Journal entries and manifests are read once; everything below decides from these.
         let journal = JournalEntry.all(out)
+        let journaled = Dictionary(journal.map { ($0.rank.rank, $0) }, uniquingKeysWith: { first, _ in first })
+        let manifests = manifestNames().map { ($0, try? Manifest.read(path($0))) }
         if options.resume {
             if let other = journal.first(where: { $0.planFingerprint != fingerprint }) {
                 throw ManifestError.fingerprintMismatch(
@@ -104,32 +107,30 @@ public final class ShardExecutor: @unchecked Sendable {
                     differences: describeDifferences(
                         old: other.parallel, oldSources: other.sourceFiles, new: plan.parallel, newSources: sourceRecords))
             }
-            for name in manifestNames() {
-                if let m = try? Manifest.read(path(name)), m.planFingerprint != fingerprint {
-                    throw ManifestError.fingerprintMismatch(
-                        file: path(name),
-                        differences: describeDifferences(
-                            old: m.parallel, oldSources: m.source.files, new: plan.parallel, newSources: sourceRecords))
-                }
+            for case (let name, let m?) in manifests where m.planFingerprint != fingerprint {
+                throw ManifestError.fingerprintMismatch(
+                    file: path(name),
+                    differences: describeDifferences(
+                        old: m.parallel, oldSources: m.source.files, new: plan.parallel, newSources: sourceRecords))
             }
         } else if !options.force {
             let existing =
                 ranks.flatMap { r in r.files.filter { FileManager.default.fileExists(atPath: path($0)) } }
-                + ranks.filter { JournalEntry.read(out, rank: $0.rank) != nil }.map { "\(JournalEntry.folder)/rank-\($0.rank).json" }
+                + ranks.filter { journaled[$0.rank] != nil }.map { "\(JournalEntry.folder)/rank-\($0.rank).json" }
             if !existing.isEmpty { throw ManifestError.outputExists(files: existing) }
         }
         // The manifests these ranks appear in are about to be out of date: remove them first, so
         // an interrupted run never leaves a manifest that describes files being rewritten.
         let writing = Set(ranks.map(\.rank))
-        for name in manifestNames() {
-            let stale = name == Manifest.fileName || (try? Manifest.read(path(name)))?.ranks.contains { writing.contains($0.rank) } ?? true
+        for (name, m) in manifests {
+            let stale = name == Manifest.fileName || m?.ranks.contains { writing.contains($0.rank) } ?? true
             if stale { unlink(path(name)) }
         }
         removeStaleTemporaries(of: ranks)
         var write: [RankPlan] = []
         var skip: [JournalEntry] = []
         for r in ranks {
-            if options.resume, let entry = JournalEntry.read(out, rank: r.rank), entry.planFingerprint == fingerprint,
+            if options.resume, let entry = journaled[r.rank], entry.planFingerprint == fingerprint,
                 filesMatch(entry.rank.files)
             {
                 skip.append(entry)
