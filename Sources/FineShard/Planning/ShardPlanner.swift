@@ -309,7 +309,7 @@ public struct ShardPlanner {
             return even(outDim, .tensorParallel, "the shared-expert intermediate size")
         case .sharedDown:
             return even(inDim, .tensorParallel, "the shared-expert intermediate size")
-        case .router, .norm, .positionEmbedding, .buffer, .replicated, .other, .mlaReplicated:
+        case .router, .sharedExpertGate, .norm, .positionEmbedding, .buffer, .replicated, .other, .mlaReplicated:
             return .replicated
         }
     }
