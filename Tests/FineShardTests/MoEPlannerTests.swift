@@ -222,3 +222,269 @@ struct MoEShape: CustomStringConvertible {
         #expect(model.facts.normTopkProb == true)
     }
 }
+
+/// vLLM's `determine_expert_map` with its `"linear"` strategy, transcribed from
+/// `fused_moe/expert_map_manager.py` (vLLM 0.32): the experts EP rank `rank` holds. vllm-ascend's
+/// default expert map (`eplb_utils.init_eplb_config` without EPLB) is this map.
+func linearExpertMap(experts: Int, ep: Int, rank: Int) -> Range<Int> {
+    let base = experts / ep
+    let remainder = experts % ep
+    let local = rank < remainder ? base + 1 : base
+    let start = rank * base + min(rank, remainder)
+    return start..<start + local
+}
+
+/// The layer and expert of an expert tensor name (`model.layers.L.<block>.experts.E.…`).
+func layerAndExpert(_ name: String) -> (Int, Int)? {
+    let parts = name.split(separator: ".")
+    guard parts.count > 5, parts[4] == "experts", let l = Int(parts[2]), let e = Int(parts[5]) else { return nil }
+    return (l, e)
+}
+
+@Suite struct MoEPlacementTests {
+    @Test(arguments: [
+        (MoEShape.Kind.qwen3, 8, 4, 2), (.qwen3, 16, 2, 2), (.mixtral, 8, 8, 1), (.qwen2, 4, 2, 2), (.qwen2, 60, 4, 3),
+        (.mixtral, 8, 1, 4),
+    ])
+    func expertParallelPutsEachExpertWholeOnTheRankOfVLLMsLinearExpertMap(kind: MoEShape.Kind, experts: Int, dp: Int, tp: Int) throws {
+        let shape = MoEShape(kind: kind, heads: 12, kvHeads: 12, headDim: 4, vocab: 192, layers: 2, experts: experts, w8a8: true)
+        let tensors = shape.tensors
+        let byName = Dictionary(uniqueKeysWithValues: tensors.map { ($0.name, $0) })
+        let plan = try makePlan(tensors, shape.config, ParallelConfig(dp: dp, tp: tp, expertParallel: true))
+        let ep = dp * tp
+        var owners: [String: [Int]] = [:]
+        for r in 0..<ep {
+            let mine = linearExpertMap(experts: experts, ep: ep, rank: r)
+            var held = Set<[Int]>()
+            for t in plan.rank(r).tensors {
+                guard let (layer, expert) = layerAndExpert(t.name) else { continue }
+                held.insert([layer, expert])
+                owners[t.name, default: []].append(r)
+                // Whole: the rank's tensor is the source tensor, every parameter (weight, scales).
+                let source = try #require(byName[t.name])
+                #expect(
+                    t.shape == source.shape && t.pieces == [piece(t.name, source.shape.map { 0..<$0 }, at: source.shape.map { _ in 0 })])
+            }
+            let expected = Set((0..<2).filter(shape.isMoE).flatMap { l in mine.map { [l, $0] } })
+            #expect(held == expected, "rank \(r) of \(ep): \(kind) \(experts) experts")
+        }
+        let expertTensors = tensors.filter { layerAndExpert($0.name) != nil }
+        #expect(expertTensors.allSatisfy { owners[$0.name]?.count == 1 }, "every expert tensor on exactly one rank")
+    }
+
+    @Test(arguments: [
+        (MoEShape.Kind.qwen3, 6, 2, 2, "num_experts"), (.mixtral, 8, 3, 1, "num_local_experts"), (.qwen2, 4, 8, 1, "num_experts"),
+    ])
+    func unevenExpertsOverTheEPRanksAreRefusedNamingBothNumbers(
+        kind: MoEShape.Kind, experts: Int, dp: Int, tp: Int, field: String
+    ) throws {
+        let shape = MoEShape(kind: kind, heads: 4, kvHeads: 4, experts: experts)
+        let error = try #require(throws: PlanError.self) {
+            try makePlan(shape.tensors, shape.config, ParallelConfig(dp: dp, tp: tp, expertParallel: true))
+        }
+        #expect(error.exitCode == 2)
+        #expect(mentions(error.description, number: experts) && mentions(error.description, number: dp * tp), "\(error)")
+        #expect(error.description.contains(field), "\(error)")
+        #expect(error.description.contains("not supported"), "\(error)")
+    }
+
+    @Test func withoutExpertParallelEveryExpertIsAnMLPSplitOverAllRanks() throws {
+        let shape = MoEShape(kind: .qwen3, heads: 4, kvHeads: 4, layers: 1, w8a8: true)
+        let plan = try makePlan(shape.tensors, shape.config, ParallelConfig(dp: 2, tp: 2))
+        let (h, w) = (shape.hidden, shape.moeIntermediate)
+        for r in 0..<4 {
+            let rows = r * w / 4..<(r + 1) * w / 4
+            for e in [0, 3] {
+                let p = "model.layers.0.mlp.experts.\(e)."
+                for proj in ["gate_proj", "up_proj"] {
+                    #expect(
+                        plan.tensor(p + proj + ".weight", rank: r)?.pieces == [piece(p + proj + ".weight", [rows, 0..<h], at: [0, 0])])
+                    #expect(
+                        plan.tensor(p + proj + ".weight_scale", rank: r)?.pieces == [
+                            piece(p + proj + ".weight_scale", [rows, 0..<1], at: [0, 0])
+                        ])
+                    #expect(plan.tensor(p + proj + ".input_scale", rank: r)?.pieces == [piece(p + proj + ".input_scale", [0..<1], at: [0])])
+                }
+                #expect(
+                    plan.tensor(p + "down_proj.weight", rank: r)?.pieces == [piece(p + "down_proj.weight", [0..<h, rows], at: [0, 0])])
+                #expect(
+                    plan.tensor(p + "down_proj.weight_offset", rank: r)?.pieces == [
+                        piece(p + "down_proj.weight_offset", [0..<h, 0..<1], at: [0, 0])
+                    ])
+            }
+            #expect(plan.tensor("model.layers.0.mlp.gate.weight", rank: r)?.shape == [shape.experts, h])
+        }
+    }
+
+    @Test func anExpertWidthThatTheRanksDoNotDivideIsRefusedNamingIt() throws {
+        let shape = MoEShape(kind: .mixtral, heads: 4, kvHeads: 4, intermediate: 8)
+        let error = try #require(throws: PlanError.self) { try makePlan(shape.tensors, shape.config, ParallelConfig(dp: 3, tp: 1)) }
+        #expect(error.description.contains("expert intermediate size") && error.description.contains("w1.weight"), "\(error)")
+    }
+
+    /// vllm-ascend `is_moe_layer` is false for every Qwen2-MoE layer (it reads DeepSeek's
+    /// `first_k_dense_replace`), so `get_parallel_op` cuts both the dense layers' MLP and the MoE
+    /// layers' `shared_expert` over the fine-grained MLP group; routers and `shared_expert_gate` stay whole.
+    @Test(arguments: [(4, 1), (4, 2), (8, 2)])
+    func qwen2MoESharedExpertAndDenseMLPFollowTheFineGrainedMLPGroup(dp: Int, tp: Int) throws {
+        let shape = MoEShape(kind: .qwen2, heads: 4, kvHeads: 2, moeIntermediate: 16, mlpOnly: [1], w8a8: true)
+        let parallel = ParallelConfig(dp: dp, tp: tp, finegrained: FineGrainedConfig(mlp: 2))
+        let plan = try makePlan(shape.tensors, shape.config, parallel)
+        let (h, s, i) = (shape.hidden, shape.sharedIntermediate, shape.intermediate)
+        for r in 0..<dp * tp {
+            let g = (r / tp) % 2
+            let shared = "model.layers.0.mlp.shared_expert."
+            #expect(
+                plan.tensor(shared + "gate_proj.weight", rank: r)?.pieces == [
+                    piece(shared + "gate_proj.weight", [g * s / 2..<(g + 1) * s / 2, 0..<h], at: [0, 0])
+                ])
+            #expect(
+                plan.tensor(shared + "up_proj.weight_scale", rank: r)?.pieces == [
+                    piece(shared + "up_proj.weight_scale", [g * s / 2..<(g + 1) * s / 2, 0..<1], at: [0, 0])
+                ])
+            #expect(
+                plan.tensor(shared + "down_proj.weight", rank: r)?.pieces == [
+                    piece(shared + "down_proj.weight", [0..<h, g * s / 2..<(g + 1) * s / 2], at: [0, 0])
+                ])
+            #expect(plan.tensor(shared + "down_proj.weight_scale", rank: r)?.shape == [h, 1])
+            #expect(plan.tensor("model.layers.2.mlp.shared_expert_gate.weight", rank: r)?.shape == [1, h])
+            #expect(plan.tensor("model.layers.2.mlp.gate.weight", rank: r)?.shape == [shape.experts, h])
+            let dense = "model.layers.1.mlp."
+            #expect(
+                plan.tensor(dense + "up_proj.weight", rank: r)?.pieces == [
+                    piece(dense + "up_proj.weight", [g * i / 2..<(g + 1) * i / 2, 0..<h], at: [0, 0])
+                ])
+            #expect(
+                plan.tensor(dense + "down_proj.weight", rank: r)?.pieces == [
+                    piece(dense + "down_proj.weight", [0..<h, g * i / 2..<(g + 1) * i / 2], at: [0, 0])
+                ])
+            // Routed experts are never MLP-TP'd: flattened over every rank.
+            let w = shape.moeIntermediate
+            let n = dp * tp
+            if w % n == 0 {
+                #expect(plan.tensor("model.layers.0.mlp.experts.1.gate_proj.weight", rank: r)?.shape == [w / n, h])
+            }
+        }
+    }
+
+    @Test func withoutAFineGrainedMLPSizeTheQwen2MoESharedExpertFollowsTheGlobalTP() throws {
+        let shape = MoEShape(kind: .qwen2, heads: 4, kvHeads: 2, sharedIntermediate: 12)
+        let plan = try makePlan(shape.tensors, shape.config, ParallelConfig(dp: 2, tp: 2))
+        for r in 0..<4 {
+            let t = r % 2
+            let name = "model.layers.1.mlp.shared_expert.gate_proj.weight"
+            #expect(plan.tensor(name, rank: r)?.pieces == [piece(name, [t * 6..<(t + 1) * 6, 0..<shape.hidden], at: [0, 0])])
+        }
+    }
+
+    @Test func deepSeekSharedExpertsFollowTheGlobalTPEvenWithAFineGrainedMLPSize() throws {
+        let ds = DeepSeekShape()
+        let plan = try makePlan(ds.tensors, ds.config, ParallelConfig(dp: 4, tp: 2, finegrained: FineGrainedConfig(mlp: 4)))
+        for r in 0..<8 {
+            let t = r % 2
+            let name = "model.layers.1.mlp.shared_experts.up_proj.weight"
+            let w = ds.moeIntermediate
+            #expect(plan.tensor(name, rank: r)?.pieces == [piece(name, [t * w / 2..<(t + 1) * w / 2, 0..<ds.hidden], at: [0, 0])])
+        }
+    }
+
+    @Test(arguments: [MoEShape.Kind.qwen2, .qwen3])
+    func sharedExpertDPWithEPAndTPKeepsSharedExpertsWholeOnEveryRank(kind: MoEShape.Kind) throws {
+        let ds = DeepSeekShape()
+        let shape = MoEShape(kind: .qwen2, heads: 4, kvHeads: 2)
+        let cases: [([TensorInfo], ModelConfig, String)] =
+            kind == .qwen2
+            ? [(shape.tensors, shape.config, "model.layers.0.mlp.shared_expert.")]
+            : [(ds.tensors, ds.config, "model.layers.1.mlp.shared_experts.")]
+        let additional = try AdditionalConfig.parse(
+            #"{"enable_shared_expert_dp": true, "finegrained_tp_config": {"mlp_tensor_parallel_size": 2}}"#)
+        for (tensors, config, prefix) in cases {
+            let parallel = ParallelConfig(
+                dp: 2, tp: 2, expertParallel: true, finegrained: additional.finegrained,
+                enableSharedExpertDP: additional.enableSharedExpertDP)
+            let plan = try makePlan(tensors, config, parallel)
+            #expect(plan.parallel.enableSharedExpertDP == true)
+            let byName = Dictionary(uniqueKeysWithValues: tensors.map { ($0.name, $0) })
+            for r in 0..<4 {
+                for proj in ["gate_proj", "up_proj", "down_proj"] {
+                    #expect(plan.tensor(prefix + proj + ".weight", rank: r)?.shape == byName[prefix + proj + ".weight"]?.shape)
+                }
+            }
+            // vllm-ascend keeps enable_shared_expert_dp only with EP and TP > 1.
+            let off = try makePlan(tensors, config, ParallelConfig(dp: 4, tp: 1, expertParallel: true, enableSharedExpertDP: true))
+            #expect(off.parallel.enableSharedExpertDP == nil)
+            #expect(off.notes.contains { $0.contains("enable_shared_expert_dp") })
+        }
+    }
+
+    @Test func theOnlyForMoEModelsWarningAppearsOnlyForModelsWithoutExperts() throws {
+        let fine = FineGrainedConfig(embedding: 2, lmHead: 2, mlp: 2)
+        let warning = "only for MoE models"
+        for kind in [MoEShape.Kind.qwen2, .qwen3, .mixtral] {
+            let shape = MoEShape(kind: kind, heads: 4, kvHeads: 2, vocab: 128)
+            let plan = try makePlan(shape.tensors, shape.config, ParallelConfig(dp: 2, expertParallel: true, finegrained: fine))
+            #expect(!plan.warnings.contains { $0.contains(warning) }, "\(kind): \(plan.warnings)")
+        }
+        let ds = DeepSeekShape()
+        #expect(!(try makePlan(ds.tensors, ds.config, ParallelConfig(dp: 2, finegrained: fine))).warnings.contains { $0.contains(warning) })
+        let dense = LlamaShape(heads: 4, kvHeads: 2, headDim: 4, hidden: 16, intermediate: 32, vocab: 128)
+        let plan = try makePlan(dense.tensors, dense.config, ParallelConfig(dp: 2, finegrained: fine))
+        #expect(plan.warnings.contains { $0.contains(warning) }, "\(plan.warnings)")
+        #expect(try makePlan(dense.tensors, dense.config, ParallelConfig(dp: 2)).warnings.isEmpty)
+    }
+
+    @Test func anMLPSizeOnAModelWhoseEveryLayerIsMoEWarnsThatItShardsNothing() throws {
+        let shape = MoEShape(kind: .mixtral, heads: 4, kvHeads: 2, intermediate: 8)
+        let plan = try makePlan(shape.tensors, shape.config, ParallelConfig(dp: 2, finegrained: FineGrainedConfig(mlp: 2)))
+        #expect(plan.warnings.contains { $0.contains("mlp_tensor_parallel_size = 2 has nothing to shard") }, "\(plan.warnings)")
+        let qwen2 = MoEShape(kind: .qwen2, heads: 4, kvHeads: 2)
+        let withShared = try makePlan(qwen2.tensors, qwen2.config, ParallelConfig(dp: 2, finegrained: FineGrainedConfig(mlp: 2)))
+        #expect(!withShared.warnings.contains { $0.contains("nothing to shard") }, "the shared expert is MLP-TP'd")
+    }
+
+    @Test func theVLLMLayoutIsRefusedForAMoEModel() throws {
+        let shape = MoEShape(kind: .qwen3, heads: 4, kvHeads: 2)
+        let error = try #require(throws: PlanError.self) {
+            try makePlan(shape.tensors, shape.config, ParallelConfig(dp: 2, layout: .vllm))
+        }
+        #expect(error.description.contains("Qwen3MoeForCausalLM") && error.description.contains("--layout hf"), "\(error)")
+    }
+}
+
+@Suite struct MoEAdditionalConfigTests {
+    @Test(arguments: [
+        (#"{"eplb_config": {"dynamic_eplb": true}}"#, "eplb_config.dynamic_eplb"),
+        (#"{"eplb_config": {"expert_map_path": "/maps/r1.json"}}"#, "eplb_config.expert_map_path"),
+        (#"{"eplb_config": {"expert_map_record_path": "/maps/out.json"}}"#, "eplb_config.expert_map_record_path"),
+        (#"{"eplb_config": {"num_redundant_experts": 16}}"#, "eplb_config.num_redundant_experts"),
+        (#"{"eplb_config": {"init_redundancy_expert": 16}}"#, "eplb_config.init_redundancy_expert"),
+        (#"{"eplb_config": true}"#, "eplb_config"),
+        (#"{"expert_map_path": "/maps/r1.json"}"#, "expert_map_path"),
+        (#"{"init_redundancy_expert": 16}"#, "init_redundancy_expert"),
+        (#"{"dynamic_eplb": true}"#, "dynamic_eplb"),
+        (#"{"expert_map_record_path": "/maps/out.json"}"#, "expert_map_record_path"),
+        (#"{"mix_placement": true}"#, "mix_placement"),
+        (#"{"finegrained_tp_config": {"olora_tensor_parallel_size": 2}}"#, "olora_tensor_parallel_size"),
+        (#"{"enable_shared_expert_dp": "yes"}"#, "enable_shared_expert_dp"),
+    ])
+    func aKeyThatWouldChangeTheExpertLayoutIsRefusedNamingIt(json: String, key: String) throws {
+        let error = try #require(throws: PlanError.self) { try AdditionalConfig.parse(json) }
+        #expect(error.exitCode == 2)
+        #expect(error.description.contains(key), "\(error)")
+    }
+
+    @Test func eplbKeysAtTheirDefaultsAndLayoutNeutralKeysAreAccepted() throws {
+        let json = """
+            {"eplb_config": {"dynamic_eplb": false, "num_redundant_experts": 0, "expert_map_path": null,
+                             "expert_heat_collection_interval": 600, "eplb_policy_type": 2},
+             "dynamic_eplb": false, "mix_placement": false, "multistream_overlap_shared_expert": true,
+             "enable_shared_expert_dp": true,
+             "finegrained_tp_config": {"mlp_tensor_parallel_size": 4, "olora_tensor_parallel_size": 0}}
+            """
+        let config = try AdditionalConfig.parse(json)
+        #expect(config.finegrained == FineGrainedConfig(mlp: 4))
+        #expect(config.enableSharedExpertDP)
+        #expect(config.notes.contains { $0.contains("multistream_overlap_shared_expert") })
+        #expect(config.notes.contains { $0.contains("'dynamic_eplb'") })
+    }
+}

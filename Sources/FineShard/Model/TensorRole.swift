@@ -62,3 +62,8 @@ public struct TensorRole: Sendable, Hashable, Codable {
     /// How the role reads in tables: `o_proj.weight`, `expert_up.per_channel`.
     public var label: String { kind == .buffer ? "buffer" : "\(kind.rawValue).\(parameter.rawValue)" }
 }
+
+extension TensorRole.Kind {
+    /// A shared expert's projection (DeepSeek `shared_experts`, Qwen2-MoE `shared_expert`).
+    public var isShared: Bool { self == .sharedGate || self == .sharedUp || self == .sharedDown }
+}
