@@ -69,6 +69,7 @@ if [ "$avail_kb" -lt "$need_kb" ]; then
     exit 2
 fi
 log "disk: $(( avail_kb / 1000000 )) GB free, $(( need_kb / 1000000 )) GB needed"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 cleanup() {
     if [ "$KEEP" = 0 ] && [ -d "$OUT" ]; then
@@ -87,9 +88,9 @@ BIN=$ROOT/.build-bench/release/fineshard
 rm -rf "$LOGS" "$OUT"; mkdir -p "$LOGS"
 
 ROWS=()
-row() { ROWS+=("| $1 | $2 | $3 | $4 |"); }   # step, seconds, peak RSS, notes
+row() { ROWS+=("| $1 | $2 | $3 | $4 | $5 |"); }   # step, wall s, CPU s, peak RSS, notes
 
-# timed NAME -- command...: sets T_SECONDS, T_RSS_KB, T_RC; output in $LOGS/NAME.out
+# timed NAME -- command...: sets T_SECONDS, T_CPU (user + system), T_RSS_KB, T_RC; output in $LOGS/NAME.out
 timed() {
     local name=$1; shift 2
     local t0 t1
@@ -100,19 +101,21 @@ timed() {
     t1=$(date +%s.%N)
     T_SECONDS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
     T_RSS_KB=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$LOGS/$name.time" 2>/dev/null || echo 0)
-    log "$name: ${T_SECONDS} s, peak RSS $(mib "${T_RSS_KB:-0}") MiB, exit $T_RC"
+    T_CPU=$(awk -F': ' '/(User|System) time/ { t += $2 } END { printf "%.1f", t }' "$LOGS/$name.time" 2>/dev/null || echo 0)
+    log "$name: ${T_SECONDS} s (CPU ${T_CPU} s), peak RSS $(mib "${T_RSS_KB:-0}") MiB, exit $T_RC"
 }
 
 # 1. The source checkpoint.
 if "$PY" scripts/bench/make_r1_layers.py "$CKPT" --layers 2 --seed "$SEED" --check; then
     gen_s=$(tr ' ' '\n' < "$CKPT/COMPLETE" | awk -F= '$1 == "seconds" { print $2 }')
     gen_rss=$(tr ' ' '\n' < "$CKPT/COMPLETE" | awk -F= '$1 == "peak_rss" { print $2 }')
-    row "generate the checkpoint (cached: time of the run that made it)" "$gen_s" "$(( gen_rss / 1048576 )) MiB" "$CKPT"
+    gen_cpu=$(tr ' ' '\n' < "$CKPT/COMPLETE" | awk -F= '$1 == "cpu_seconds" { print $2 }')
+    row "generate the checkpoint (cached: the run that made it)" "$gen_s" "${gen_cpu:-—}" "$(( gen_rss / 1048576 )) MiB" "$CKPT"
 else
     log "generating $CKPT (~16 GB)"
     timed generate -- "$PY" scripts/bench/make_r1_layers.py "$CKPT" --layers 2 --seed "$SEED"
     [ "$T_RC" = 0 ] || { cat "$LOGS/generate.err" >&2; exit 3; }
-    row "generate the checkpoint" "$T_SECONDS" "$(mib "$T_RSS_KB") MiB" "$CKPT"
+    row "generate the checkpoint" "$T_SECONDS" "$T_CPU" "$(mib "$T_RSS_KB") MiB" "$CKPT"
 fi
 src_bytes=$(du -sb "$CKPT" | cut -f1)
 src_disk=$(du -sk "$CKPT" | cut -f1)
@@ -130,19 +133,19 @@ SHARD_S=$T_SECONDS; SHARD_RSS=$T_RSS_KB
 out_bytes=$(du -sb "$OUT" | cut -f1)
 out_disk=$(du -sk "$OUT" | cut -f1)
 out_files=$(find "$OUT" -maxdepth 1 -name '*.safetensors' | wc -l)
-row "shard: DP 32, EP, every fine-grained size 8" "$SHARD_S" "$(mib "$SHARD_RSS") MiB" \
+row "shard: DP 32, EP, every fine-grained size 8" "$SHARD_S" "$T_CPU" "$(mib "$SHARD_RSS") MiB" \
     "$(gb "$out_bytes") GB written in $out_files files; source hashed, output synced"
 
 # 3. verify (hashes).
 timed verify -- "$BIN" verify "$OUT" --quiet --json
-row "verify OUT (hashes)" "$T_SECONDS" "$(mib "$T_RSS_KB") MiB" "exit $T_RC"
+row "verify OUT (hashes)" "$T_SECONDS" "$T_CPU" "$(mib "$T_RSS_KB") MiB" "$(gb "$out_bytes") GB hashed; exit $T_RC"
 VERIFY_RC=$T_RC
 
 # 4. forward-check per layer.
 FC_STATUS=
 if ! "$BIN" forward-check --help 2>&1 | grep -q -- '--layers'; then
     FC_STATUS="not run: this fineshard's forward-check has no --layers yet"
-    row "forward-check --layers $LAYERS" "—" "—" "$FC_STATUS"
+    row "forward-check --layers $LAYERS" "—" "—" "—" "$FC_STATUS"
 else
     timed forward-check -- "$BIN" forward-check "$OUT" --source "$CKPT" --layers "$LAYERS" --json
     summary=$("$PY" - "$LOGS/forward-check.out" <<'EOF' 2>/dev/null || true
@@ -162,7 +165,7 @@ EOF
 )
     FC_RSS=$T_RSS_KB
     fc_target=$([ "$FC_RSS" -le $((4 * 1024 * 1024)) ] && echo "met" || echo "MISSED")
-    row "forward-check --layers $LAYERS" "$T_SECONDS" "$(mib "$FC_RSS") MiB" \
+    row "forward-check --layers $LAYERS" "$T_SECONDS" "$T_CPU" "$(mib "$FC_RSS") MiB" \
         "exit $T_RC${summary:+; $summary}; peak RSS ≤ 4 GiB: $fc_target"
 fi
 
@@ -171,14 +174,16 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 report() {
     echo "## DeepSeek-R1 at real width, 2 layers, per layer (issue 13; \`scripts/bench_r1_layers.sh\`)"
     echo
-    echo "$(date -u +'%Y-%m-%d %H:%M UTC'), commit $commit, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at the end."
+    echo "$(date -u +'%Y-%m-%d %H:%M UTC'), commit $commit, $(nproc) cores, load average $LOAD_START at the start and" \
+        "$(cut -d' ' -f1-3 /proc/loadavg) at the end; $(( avail_kb / 1000000 )) GB free before the run. Wall times swing" \
+        "with other work on the machine and with writeback; CPU time (user + system) and peak RSS much less."
     echo "Source: \`$CKPT\` (\`scripts/bench/make_r1_layers.py --layers 2 --seed $SEED\`): hidden 7168, 128 MLA heads,"
     echo "vocab 129280, layer 0 dense (18432), layer 1 MoE (256 routed experts of 2048 + 1 shared), W8A8 int8 with"
     echo "per-channel scales, random data in every tensor; $src_files safetensors files."
     echo "Shard: \`fineshard shard CKPT -o OUT --dp 32 --enable-expert-parallel --additional-config '$FG8'\`."
     echo
-    echo "| step | wall s | peak RSS | notes |"
-    echo "|---|---|---|---|"
+    echo "| step | wall s | CPU s | peak RSS | notes |"
+    echo "|---|---|---|---|---|"
     printf '%s\n' "${ROWS[@]}"
     echo
     echo "Disk (du): source $(gib "$((src_disk * 1024))") GiB ($(gb "$src_bytes") GB of file bytes), output" \

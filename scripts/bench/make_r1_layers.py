@@ -323,14 +323,16 @@ def main():
         json.dump(description(table), f, indent=2)
 
     seconds = time.time() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    rss, cpu = usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
     with open(os.path.join(tmp, "COMPLETE"), "w") as f:
         f.write(" ".join(f"{k}={v}" for k, v in want.items())
-                + f" tensors={len(table)} files={len(groups)} bytes={total} seconds={seconds:.1f} peak_rss={rss}\n")
+                + f" tensors={len(table)} files={len(groups)} bytes={total} seconds={seconds:.1f} cpu_seconds={cpu:.1f}"
+                + f" peak_rss={rss}\n")
     shutil.rmtree(out, ignore_errors=True)
     os.rename(tmp, out)
     print(f"generated {out}: {len(table)} tensors in {len(groups)} files, {total / 1e9:.2f} GB in {seconds:.0f} s, "
-          f"peak RSS {rss / 2**20:.0f} MiB", file=sys.stderr)
+          f"CPU {cpu:.0f} s, peak RSS {rss / 2**20:.0f} MiB", file=sys.stderr)
     print(out)
 
 
