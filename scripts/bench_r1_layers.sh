@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # DeepSeek-R1 at real width, per layer (issue 13, "Real size").
 #
-#   scripts/bench_r1_layers.sh [--keep] [--workdir DIR] [--seed N] [--no-build] [--out FILE]
-#                              [--min-free-gb N]
+#   scripts/bench_r1_layers.sh [--keep] [--workdir DIR] [--seed N] [--no-build] [--bin FINESHARD]
+#                              [--fc-args "ARGS"] [--out FILE] [--min-free-gb N]
 #
-#   1. builds release fineshard (.build-bench, like scripts/bench.sh; --no-build reuses it);
+#   1. builds release fineshard (.build-bench, like scripts/bench.sh; --no-build reuses it; --bin uses
+#      another binary, e.g. one built on another branch);
 #   2. generates the 2-layer DeepSeek-R1 W8A8 checkpoint at real width (scripts/bench/make_r1_layers.py,
 #      ~15.8 GB; cached by seed in $FINESHARD_BENCH_DIR, default /tmp/fineshard-bench);
 #   3. shards it with DP 32 + --enable-expert-parallel + every fine-grained size 8 (embedding, lm_head,
 #      o_proj, MLP) into WORKDIR/out (default $FINESHARD_BENCH_DIR/r1-work; ~35 GB), defaults otherwise
 #      (source hashed into the manifest, output synced before the manifest: what a user runs);
 #   4. verify OUT (hashes only);
-#   5. forward-check OUT --source CKPT --layers 0,1 (target: peak RSS <= 4 GiB). A fineshard without
-#      --layers stops here: the script says so and exits 3 after the table.
+#   5. forward-check OUT --source CKPT --layers 0,1 [--fc-args, split on spaces, e.g. "--tokens-per-rank 1"]
+#      (target: peak RSS <= 4 GiB). A fineshard without --layers stops here: the script says so and exits
+#      3 after the table. Exit status otherwise: forward-check's (0 passed, 1 a difference).
 # Wall time from `date`, peak RSS from /usr/bin/time -v (fineshard reads with pread, so its RSS is its own
 # memory, not the page cache); `sync` before every timed step; disk use from du. Prints a table; --out FILE
 # appends it to FILE (e.g. docs/PERFORMANCE.md). Deletes WORKDIR/out at the end unless --keep (also on
@@ -23,7 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-KEEP=0; BUILD=1; SEED=0; DOC=; MIN_FREE_GB=60
+KEEP=0; BUILD=1; SEED=0; DOC=; MIN_FREE_GB=60; BIN=; FC_ARGS=
 BENCH_DIR=${FINESHARD_BENCH_DIR:-/tmp/fineshard-bench}
 WORKDIR=$BENCH_DIR/r1-work
 while [ $# -gt 0 ]; do
@@ -34,7 +36,9 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0 ;;
         --out) shift; DOC=$1 ;;
         --min-free-gb) shift; MIN_FREE_GB=$1 ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        --bin) shift; BIN=$1; BUILD=0 ;;
+        --fc-args) shift; FC_ARGS=$1 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -83,7 +87,7 @@ if [ "$BUILD" = 1 ]; then
     log "building release fineshard"
     swift build -c release --scratch-path .build-bench >&2
 fi
-BIN=$ROOT/.build-bench/release/fineshard
+BIN=${BIN:-$ROOT/.build-bench/release/fineshard}
 [ -x "$BIN" ] || { echo "no binary at $BIN (build with: swift build -c release --scratch-path .build-bench)" >&2; exit 2; }
 rm -rf "$LOGS" "$OUT"; mkdir -p "$LOGS"
 
@@ -147,7 +151,8 @@ if ! "$BIN" forward-check --help 2>&1 | grep -q -- '--layers'; then
     FC_STATUS="not run: this fineshard's forward-check has no --layers yet"
     row "forward-check --layers $LAYERS" "—" "—" "—" "$FC_STATUS"
 else
-    timed forward-check -- "$BIN" forward-check "$OUT" --source "$CKPT" --layers "$LAYERS" --json
+    # shellcheck disable=SC2086
+    timed forward-check -- "$BIN" forward-check "$OUT" --source "$CKPT" --layers "$LAYERS" $FC_ARGS --json
     summary=$("$PY" - "$LOGS/forward-check.out" <<'EOF' 2>/dev/null || true
 import json, sys
 try:
@@ -165,7 +170,7 @@ EOF
 )
     FC_RSS=$T_RSS_KB
     fc_target=$([ "$FC_RSS" -le $((4 * 1024 * 1024)) ] && echo "met" || echo "MISSED")
-    row "forward-check --layers $LAYERS" "$T_SECONDS" "$T_CPU" "$(mib "$FC_RSS") MiB" \
+    row "forward-check --layers $LAYERS${FC_ARGS:+ $FC_ARGS}" "$T_SECONDS" "$T_CPU" "$(mib "$FC_RSS") MiB" \
         "exit $T_RC${summary:+; $summary}; peak RSS ≤ 4 GiB: $fc_target"
 fi
 
@@ -180,6 +185,7 @@ report() {
     echo "Source: \`$CKPT\` (\`scripts/bench/make_r1_layers.py --layers 2 --seed $SEED\`): hidden 7168, 128 MLA heads,"
     echo "vocab 129280, layer 0 dense (18432), layer 1 MoE (256 routed experts of 2048 + 1 shared), W8A8 int8 with"
     echo "per-channel scales, random data in every tensor; $src_files safetensors files."
+    echo "Binary: \`$BIN\` ($("$BIN" --version 2>/dev/null || echo "version unknown"))."
     echo "Shard: \`fineshard shard CKPT -o OUT --dp 32 --enable-expert-parallel --additional-config '$FG8'\`."
     echo
     echo "| step | wall s | CPU s | peak RSS | notes |"
