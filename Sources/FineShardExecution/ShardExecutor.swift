@@ -93,8 +93,8 @@ public final class ShardExecutor: @unchecked Sendable {
                     option: "-o", message: "cannot create the output folder '\(out)': \((error as NSError).localizedDescription)")
             }
         }
-        guard access(out, W_OK) == 0 else {
-            throw PlanError.badOption(option: "-o", message: "the output folder '\(out)' is not writable (\(OpenFile.errorText(errno)))")
+        if let reason = FileSystem.whyNotWritable(out) {
+            throw PlanError.badOption(option: "-o", message: "the output folder '\(out)' is not writable (\(reason))")
         }
     }
 
@@ -169,9 +169,7 @@ public final class ShardExecutor: @unchecked Sendable {
 
     func checkFreeSpace(_ ranks: [RankPlan]) throws {
         let needed = ranks.reduce(0) { $0 + $1.byteCount }
-        var st = statvfs()
-        guard statvfs(out, &st) == 0 else { return }
-        let available = Int(st.f_bavail) * Int(st.f_frsize)
+        guard let available = FileSystem.availableBytes(at: out) else { return }
         if needed > available { throw ManifestError.noSpace(folder: out, needed: needed, available: available) }
     }
 
