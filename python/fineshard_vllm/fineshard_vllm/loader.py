@@ -7,6 +7,7 @@ parameter of the same name and shape; the bytes it copies are the bytes it check
 SHA-256. Every parameter must be loaded, like `sharded_state`.
 """
 
+import os
 import warnings
 
 import torch
@@ -18,9 +19,11 @@ from vllm.logger import init_logger
 from vllm.model_executor.model_loader.base_loader import BaseModelLoader
 from vllm.model_executor.model_loader.sharded_state_loader import ShardedStateLoader
 
-from .manifest import EngineParallel, FineshardLoadError, finegrained_sizes, plan_load, read_rank_file
+from . import manifest as fm
+from .manifest import EngineParallel, FineshardLoadError, plan_load, read_rank_file
 
-logger = init_logger(__name__)
+# Under "vllm." so that vLLM's log handler prints it.
+logger = init_logger("vllm.fineshard_vllm.loader")
 
 TORCH_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -33,14 +36,21 @@ TORCH_DTYPES = {
 def engine_parallel(vllm_config: VllmConfig) -> EngineParallel:
     """The running worker's place in the engine, from vLLM's configuration."""
     pc = vllm_config.parallel_config
-    return EngineParallel(
+    additional = vllm_config.additional_config
+    return fm.engine_parallel(
         dp=pc.data_parallel_size,
         dp_rank=pc.data_parallel_rank,
         tp=pc.tensor_parallel_size,
         tp_rank=get_tensor_model_parallel_rank(),
         pp=pc.pipeline_parallel_size,
-        finegrained=finegrained_sizes(vllm_config.additional_config if isinstance(vllm_config.additional_config, dict) else {}),
+        additional_config=additional if isinstance(additional, dict) else {},
+        dp_index=getattr(pc, "data_parallel_index", None),
     )
+
+
+# What the last load in this process read (global rank, files, tensor count): tests read it to prove which
+# files a DP rank opened.
+LAST_LOAD: dict = {}
 
 
 class FineshardModelLoader(BaseModelLoader):
@@ -90,6 +100,9 @@ class FineshardModelLoader(BaseModelLoader):
             raise FineshardLoadError(
                 f"{folder}: global rank {engine.global_rank} has no tensor for {len(state)} parameter(s) of vLLM's "
                 f"{model_name}: {tuple(sorted(state))[:8]}")
+        LAST_LOAD.clear()
+        LAST_LOAD.update(global_rank=engine.global_rank, dp_rank=engine.dp_rank, tp_rank=engine.tp_rank,
+                         files=[os.path.basename(p) for p, _, _ in files], tensors=loaded)
         logger.info(
             "fineshard: loaded %d tensors of global rank %d (DP rank %d of %d, TP rank %d of %d, plan %s) from %s",
             loaded, engine.global_rank, engine.dp_rank, engine.dp, engine.tp_rank, engine.tp,

@@ -55,6 +55,23 @@ class EngineParallel:
         return global_rank(self.dp_rank, self.dp, self.tp_rank, self.tp)
 
 
+def engine_parallel(dp, dp_rank, tp, tp_rank, pp=1, additional_config=None, dp_index=None) -> EngineParallel:
+    """The engine's parallel configuration from vLLM's ParallelConfig fields. `dp_index` is vLLM's
+    `data_parallel_index`: `vllm serve --data-parallel-size N` runs the DP ranks of a dense (non-MoE) model
+    as independent DP = 1 engines, keeping only the index; such a worker cannot tell its DP size, so it is
+    refused rather than guessed."""
+    if dp_index is not None and dp_index != dp_rank:
+        raise FineshardLoadError(
+            f"vLLM runs this worker as an independent DP = 1 engine (data_parallel_index {dp_index}, "
+            f"data_parallel_rank {dp_rank}, data_parallel_size {dp}), as it does for dense models under "
+            "`vllm serve --data-parallel-size`: fineshard's DP output needs an engine that knows its DP rank "
+            "and size (a MoE model, or the external_launcher / torchrun data-parallel mode)")
+    engine = EngineParallel(dp=dp, dp_rank=dp_rank, tp=tp, tp_rank=tp_rank, pp=pp,
+                            finegrained=finegrained_sizes(additional_config))
+    global_rank(dp_rank, dp, tp_rank, tp)
+    return engine
+
+
 def global_rank(dp_rank: int, dp: int, tp_rank: int, tp: int) -> int:
     """fineshard's file rank: dp_rank * TP + tp_rank (SPEC §4)."""
     for what, v, n in (("data-parallel", dp_rank, dp), ("tensor-parallel", tp_rank, tp)):

@@ -14,7 +14,7 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from fineshard_vllm.manifest import (  # noqa: E402
-    EngineParallel, FineshardLoadError, finegrained_sizes, global_rank, plan_load, read_rank_file)
+    EngineParallel, FineshardLoadError, engine_parallel, finegrained_sizes, global_rank, plan_load, read_rank_file)
 
 FG = {"embedding": 4, "lm_head": 2, "o_proj": 0, "mlp": 2}
 ADDITIONAL = {"finegrained_tp_config": {"embedding_tensor_parallel_size": 4, "lmhead_tensor_parallel_size": 2,
@@ -93,6 +93,21 @@ class GlobalRank(unittest.TestCase):
         for args in ((4, 4, 0, 2), (0, 4, 2, 2), (-1, 4, 0, 2), (0, 0, 0, 2)):
             with self.assertRaises(FineshardLoadError):
                 global_rank(*args)
+
+
+class EngineFromVllmConfig(unittest.TestCase):
+    def test_a_dp_rank_of_a_dp4_tp2_engine_with_finegrained_sizes(self):
+        e = engine_parallel(dp=4, dp_rank=3, tp=2, tp_rank=1, additional_config=ADDITIONAL, dp_index=3)
+        self.assertEqual((e.global_rank, e.finegrained), (7, FG))
+
+    def test_an_independent_dense_dp_rank_is_refused_because_it_cannot_tell_its_dp_size(self):
+        # vllm serve --data-parallel-size 2 on a dense model: DP size 1, rank 0, index 1.
+        with self.assertRaisesRegex(FineshardLoadError, "independent DP = 1 engine .*data_parallel_index 1"):
+            engine_parallel(dp=1, dp_rank=0, tp=1, tp_rank=0, dp_index=1)
+
+    def test_a_tp_rank_outside_tp_is_refused(self):
+        with self.assertRaisesRegex(FineshardLoadError, "tensor-parallel rank 2 is not in 0..<2"):
+            engine_parallel(dp=2, dp_rank=0, tp=2, tp_rank=2)
 
 
 class FineGrainedConfig(unittest.TestCase):
