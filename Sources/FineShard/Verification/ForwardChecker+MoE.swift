@@ -185,6 +185,17 @@ extension ForwardChecker.Architecture {
             return choice(Array(ranked.prefix(topK)), scores: scores, margin: margin)
         }
 
+        /// A sharded choice against the dense one for the same token: the same experts are `same`; other
+        /// experts with a margin (of either pass) below `tolerance` are a near-tie, settled on the dense
+        /// experts weighted with the sharded scores; any other difference is kept and `differs`.
+        static func settle(
+            _ choice: Choice, dense: Choice, tolerance: Float, _ moe: MoE
+        ) -> (Choice, ForwardCheckReport.RoutingChoice.Outcome) {
+            if Set(dense.experts) == Set(choice.experts) { return (choice, .same) }
+            guard min(dense.margin, choice.margin) < tolerance else { return (choice, .differs) }
+            return (moe.choice(dense.experts, scores: choice.scores, margin: choice.margin), .tie)
+        }
+
         /// The weights of `chosen` experts from the scores: normalized when the model does, scaled.
         func choice(_ chosen: [Int], scores: [Float], margin: Float) -> Choice {
             var weights = chosen.map { scores[$0] }
@@ -232,7 +243,7 @@ extension ForwardChecker.Simulation {
             let bias = moe.correctionBias ? try required(moe.bias(l), rank: r, count: e) : nil
             let logits = Kernels.linear(h[r], weight: router, threads: threads)
             for t in 0..<h[r].rows {
-                let choice = try settle(moe.route(Array(logits.data[t * e..<(t + 1) * e]), bias: bias), layer: l, rank: r, row: t, moe)
+                let choice = settle(moe.route(Array(logits.data[t * e..<(t + 1) * e]), bias: bias), layer: l, rank: r, row: t, moe)
                 for (expert, weight) in zip(choice.experts, choice.weights) { assigned[expert].append((r, t, weight)) }
             }
         }
@@ -318,28 +329,17 @@ extension ForwardChecker.Simulation {
     /// as a routing difference and kept, so the numbers show it too. The dense pass records its choices.
     func settle(
         _ choice: ForwardChecker.Architecture.MoE.Choice, layer l: Int, rank r: Int, row t: Int, _ moe: ForwardChecker.Architecture.MoE
-    ) throws
-        -> ForwardChecker.Architecture.MoE.Choice
-    {
+    ) -> ForwardChecker.Architecture.MoE.Choice {
         let id = rowIDs[r][t]
         guard let reference else {
             trace.choices[l, default: [:]][id] = choice
             return choice
         }
         guard let dense = reference.choices[l]?[id] else { return choice }
-        var record = ForwardCheckReport.RoutingChoice(
+        let (settled, outcome) = ForwardChecker.Architecture.MoE.settle(choice, dense: dense, tolerance: tieTolerance, moe)
+        let record = ForwardCheckReport.RoutingChoice(
             rank: r, layer: l, position: id.position, experts: choice.experts, margin: ForwardChecker.finite(choice.margin),
-            outcome: .same, denseExperts: nil)
-        var settled = choice
-        if Set(dense.experts) != Set(choice.experts) {
-            record.denseExperts = dense.experts
-            if min(dense.margin, choice.margin) < tieTolerance {
-                record.outcome = .tie
-                settled = moe.choice(dense.experts, scores: choice.scores, margin: choice.margin)
-            } else {
-                record.outcome = .differs
-            }
-        }
+            outcome: outcome, denseExperts: outcome == .same ? nil : dense.experts)
         trace.routing.append(record)
         return settled
     }
