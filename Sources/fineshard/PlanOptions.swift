@@ -42,8 +42,7 @@ struct PlanOptions: ParsableArguments {
 
     /// The parallel configuration and notes about ignored `--additional-config` keys.
     func parallel() throws -> (ParallelConfig, [String]) {
-        var finegrained = FineGrainedConfig()
-        var notes: [String] = []
+        var additional = AdditionalConfig()
         if var json = additionalConfig {
             if json.hasPrefix("@") {
                 let path = String(json.dropFirst())
@@ -52,16 +51,17 @@ struct PlanOptions: ParsableArguments {
                 }
                 json = String(decoding: data, as: UTF8.self)
             }
-            (finegrained, notes) = try FineGrainedConfig.parse(additionalConfig: json)
+            additional = try AdditionalConfig.parse(json)
         }
         guard let size = ByteCount.parse(maxFileSize), size > 0 else {
             throw PlanError.badOption(
                 option: "--max-file-size", message: "'\(maxFileSize)' is not a size (examples: 5GiB, 512MiB, 1000000)")
         }
         let config = ParallelConfig(
-            dp: dp, tp: tp, expertParallel: enableExpertParallel, finegrained: finegrained, vocabPadding: vocabPadding,
+            dp: dp, tp: tp, expertParallel: enableExpertParallel, finegrained: additional.finegrained,
+            enableSharedExpertDP: additional.enableSharedExpertDP, vocabPadding: vocabPadding,
             layout: layout, format: format, filePattern: filePattern, maxFileSize: size)
-        return (config, notes)
+        return (config, additional.notes)
     }
 
     /// Opens the checkpoint and plans it.

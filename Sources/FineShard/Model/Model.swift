@@ -2,7 +2,9 @@ import Foundation
 
 /// The architecture families whose tensor names fineshard knows.
 public enum ModelFamily: String, Sendable, Codable {
-    /// Llama, Mistral, Qwen2 (q/k/v biases), Qwen3 (q/k norms).
+    /// Llama, Mistral, Qwen2 (q/k/v biases), Qwen3 (q/k norms), and their MoE variants Qwen2-MoE
+    /// (routed experts, a shared expert with a sigmoid gate), Qwen3-MoE and Mixtral (routed experts):
+    /// the same attention and norms, with expert roles in MoE layers (``ModelFacts/moeLayers``).
     case llama
     /// DeepSeek-V2/V3/R1: MLA attention, dense layers then MoE layers, optional MTP layer.
     case deepseek
@@ -27,10 +29,29 @@ public struct ModelFacts: Codable, Sendable, Hashable {
     public var intermediateSize: Int?
     public var tieWordEmbeddings: Bool
     public var firstKDenseReplace: Int?
+    /// The number of routed experts per MoE layer: DeepSeek `n_routed_experts`, Qwen2-MoE / Qwen3-MoE
+    /// `num_experts` (transformers 5 writes Qwen3-MoE's as `num_local_experts`), Mixtral
+    /// `num_local_experts`; counted from the expert tensors without config.json. Nil for a dense model.
     public var nRoutedExperts: Int?
+    /// The width of one routed expert's MLP: `moe_intermediate_size` (Mixtral: `intermediate_size`).
     public var moeIntermediateSize: Int?
     /// FP8 block size of `weight_scale_inv` (128 for DeepSeek-V3).
     public var weightBlockSize: Int?
+    /// Experts each token is routed to: `num_experts_per_tok`.
+    public var numExpertsPerTok: Int?
+    /// The width of a MoE layer's shared expert MLP: Qwen2-MoE `shared_expert_intermediate_size`,
+    /// DeepSeek `n_shared_experts × moe_intermediate_size` (one fused MLP, as `DeepseekV3MoE` builds it).
+    /// Nil when the model has no shared expert (Qwen3-MoE, Mixtral).
+    public var sharedExpertIntermediateSize: Int?
+    /// The decoder layers whose MLP is a MoE block, ascending (the others have a dense MLP of
+    /// `intermediate_size`). Qwen: `l ∉ mlp_only_layers` and `(l + 1) % decoder_sparse_step == 0`;
+    /// Mixtral: every layer; DeepSeek: `l ≥ first_k_dense_replace` and `l % moe_layer_freq == 0`
+    /// (including the MTP layer); without config.json, the layers that have expert tensors.
+    public var moeLayers: [Int]?
+    /// Whether the top-k routing weights are renormalized to sum to 1: `norm_topk_prob` (defaults:
+    /// Qwen false, DeepSeek-V2 false, DeepSeek-V3 true); Mixtral always renormalizes (softmax, top-k,
+    /// divide by the sum in transformers 5.19 `MixtralTopKRouter`), recorded as true.
+    public var normTopkProb: Bool?
 
     enum CodingKeys: String, CodingKey {
         case architecture, family, causal
@@ -46,7 +67,14 @@ public struct ModelFacts: Codable, Sendable, Hashable {
         case nRoutedExperts = "n_routed_experts"
         case moeIntermediateSize = "moe_intermediate_size"
         case weightBlockSize = "weight_block_size"
+        case numExpertsPerTok = "num_experts_per_tok"
+        case sharedExpertIntermediateSize = "shared_expert_intermediate_size"
+        case moeLayers = "moe_layers"
+        case normTopkProb = "norm_topk_prob"
     }
+
+    /// Whether decoder layer `layer` has a MoE block (routed experts) rather than a dense MLP.
+    public func isMoELayer(_ layer: Int) -> Bool { moeLayers?.contains(layer) ?? false }
 }
 
 /// A recognized model: its facts and the role of every tensor.
@@ -102,9 +130,7 @@ public struct Model: Sendable {
             c.intermediateSize ?? c.nInner
             ?? tensors.first { [.gate, .up].contains(roles[$0.name]?.kind) && roles[$0.name]?.parameter == .weight }
             .map { roles[$0.name]!.transposed ? $0.shape[1] : $0.shape[0] }
-        let experts =
-            c.nRoutedExperts
-            ?? Set(roles.values.compactMap(\.expert)).count.nonZero
+        let moe = try MoEFacts(config: c, family: family, roles: roles, tensors: tensors)
         let facts = ModelFacts(
             architecture: c.architectures?.first ?? c.modelType ?? family.rawValue,
             family: family,
@@ -118,10 +144,14 @@ public struct Model: Sendable {
             intermediateSize: intermediate,
             tieWordEmbeddings: causal && !hasLMHead,
             firstKDenseReplace: c.firstKDenseReplace,
-            nRoutedExperts: experts,
-            moeIntermediateSize: c.moeIntermediateSize,
+            nRoutedExperts: moe.experts,
+            moeIntermediateSize: moe.intermediate,
             weightBlockSize: c.quantizationConfig?.weightBlockSize?.first
-                ?? (roles.values.contains { $0.parameter == .blockScale } ? 128 : nil)
+                ?? (roles.values.contains { $0.parameter == .blockScale } ? 128 : nil),
+            numExpertsPerTok: moe.perToken,
+            sharedExpertIntermediateSize: moe.sharedIntermediate,
+            moeLayers: moe.layers,
+            normTopkProb: moe.normTopkProb
         )
         return Model(facts: facts, roles: roles, unknown: unknown.sorted(), embedding: embedding?.name)
     }
@@ -130,13 +160,13 @@ public struct Model: Sendable {
         let type = config?.modelType?.lowercased() ?? ""
         let arch = config?.architectures?.first ?? ""
         switch type {
-        case "llama", "mistral", "qwen2", "qwen3": return .llama
+        case "llama", "mistral", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe", "mixtral": return .llama
         case "deepseek_v2", "deepseek_v3": return .deepseek
         case "bert": return .bert
         case "gpt2": return .gpt2
         default: break
         }
-        if arch.hasPrefix("Llama") || arch.hasPrefix("Mistral") || arch.hasPrefix("Qwen2") || arch.hasPrefix("Qwen3") { return .llama }
+        if ["Llama", "Mistral", "Mixtral", "Qwen2", "Qwen3"].contains(where: arch.hasPrefix) { return .llama }
         if arch.hasPrefix("DeepseekV") { return .deepseek }
         if arch.hasPrefix("Bert") { return .bert }
         if arch.hasPrefix("GPT2") { return .gpt2 }
@@ -149,7 +179,9 @@ public struct Model: Sendable {
             ? "there is no config.json and the tensor names"
             : "config.json (model_type '\(type)', architectures '\(arch)') and the tensor names"
         throw ModelError.unsupported(
-            message: "\(what) match no architecture fineshard knows (Llama, Mistral, Qwen2, Qwen3, DeepSeek-V2/V3, BERT, GPT-2)")
+            message:
+                "\(what) match no architecture fineshard knows (Llama, Mistral, Mixtral, Qwen2, Qwen3, Qwen2-MoE, Qwen3-MoE, DeepSeek-V2/V3, BERT, GPT-2)"
+        )
     }
 }
 

@@ -4,7 +4,7 @@ import Foundation
 ///
 /// Every field is optional: fineshard works without `config.json` from names and shapes, and a
 /// rule that needs a missing field says which one. Key names are Hugging Face's (Llama, Qwen2/3,
-/// DeepSeek-V2/V3, BERT, GPT-2's `n_*` spellings).
+/// Qwen2-MoE/Qwen3-MoE, Mixtral, DeepSeek-V2/V3, BERT, GPT-2's `n_*` spellings).
 public struct ModelConfig: Codable, Sendable, Equatable {
     public var architectures: [String]?
     public var modelType: String?
@@ -27,6 +27,19 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     public var qkRopeHeadDim: Int?
     public var vHeadDim: Int?
     public var numNextnPredictLayers: Int?
+    /// DeepSeek-V2: every `moe_layer_freq`-th layer from `first_k_dense_replace` on is MoE (vLLM `deepseek_v2.py`).
+    public var moeLayerFreq: Int?
+    // Qwen2-MoE / Qwen3-MoE / Mixtral experts. transformers 5 writes Qwen3-MoE's and Mixtral's
+    // expert count as `num_local_experts` (`attribute_map`), Qwen2-MoE's and older Qwen3-MoE
+    // checkpoints as `num_experts`.
+    public var numExperts: Int?
+    public var numLocalExperts: Int?
+    public var numExpertsPerTok: Int?
+    public var sharedExpertIntermediateSize: Int?
+    /// Qwen MoE: layer `l` is MoE when `(l + 1) % decoder_sparse_step == 0` and `l` is not in `mlp_only_layers`.
+    public var decoderSparseStep: Int?
+    public var mlpOnlyLayers: [Int]?
+    public var normTopkProb: Bool?
     public var quantizationConfig: QuantizationConfig?
     // GPT-2.
     public var nEmbd: Int?
@@ -66,6 +79,14 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         case qkRopeHeadDim = "qk_rope_head_dim"
         case vHeadDim = "v_head_dim"
         case numNextnPredictLayers = "num_nextn_predict_layers"
+        case moeLayerFreq = "moe_layer_freq"
+        case numExperts = "num_experts"
+        case numLocalExperts = "num_local_experts"
+        case numExpertsPerTok = "num_experts_per_tok"
+        case sharedExpertIntermediateSize = "shared_expert_intermediate_size"
+        case decoderSparseStep = "decoder_sparse_step"
+        case mlpOnlyLayers = "mlp_only_layers"
+        case normTopkProb = "norm_topk_prob"
         case quantizationConfig = "quantization_config"
         case nEmbd = "n_embd"
         case nHead = "n_head"
@@ -93,9 +114,22 @@ public struct ModelConfig: Codable, Sendable, Equatable {
             ("num_key_value_heads", config.numKeyValueHeads), ("head_dim", config.headDim),
             ("intermediate_size", config.intermediateSize), ("vocab_size", config.vocabSize),
             ("n_routed_experts", config.nRoutedExperts), ("moe_intermediate_size", config.moeIntermediateSize),
+            ("num_experts_per_tok", config.numExpertsPerTok), ("decoder_sparse_step", config.decoderSparseStep),
+            ("moe_layer_freq", config.moeLayerFreq),
         ]
         for (field, value) in sizes {
             if let value, value <= 0 { throw ModelError.badConfig(file: file, field: field, message: "must be positive, is \(value)") }
+        }
+        // Qwen MoE configs use `num_experts: 0` for a dense model; a negative count is an error.
+        for (field, value) in [("num_experts", config.numExperts), ("num_local_experts", config.numLocalExperts)] {
+            if let value, value < 0 { throw ModelError.badConfig(file: file, field: field, message: "must not be negative, is \(value)") }
+        }
+        if let size = config.sharedExpertIntermediateSize, size < 0 {
+            throw ModelError.badConfig(file: file, field: "shared_expert_intermediate_size", message: "must not be negative, is \(size)")
+        }
+        if let k = config.numExpertsPerTok, let e = config.nRoutedExperts ?? config.numExperts ?? config.numLocalExperts, e > 0, k > e {
+            throw ModelError.badConfig(
+                file: file, field: "num_experts_per_tok", message: "\(k) is more than the \(e) routed experts")
         }
         if let heads = config.numAttentionHeads, let kv = config.numKeyValueHeads, heads % kv != 0 {
             throw ModelError.badConfig(

@@ -1,8 +1,16 @@
 /// Tensor-name knowledge of every supported family, in one place.
 ///
 /// Names follow the Hugging Face checkpoints of each family (`modeling_llama.py`,
-/// `modeling_deepseek.py`, `modeling_bert.py`, `modeling_gpt2.py`); quantization parameter
-/// suffixes follow Ascend W8A8 (msModelSlim) and FP8 block checkpoints (DeepSeek-V3).
+/// `modeling_qwen2_moe.py`, `modeling_qwen3_moe.py`, `modeling_mixtral.py`, `modeling_deepseek.py`,
+/// `modeling_bert.py`, `modeling_gpt2.py`); quantization parameter suffixes follow Ascend W8A8
+/// (msModelSlim) and FP8 block checkpoints (DeepSeek-V3).
+///
+/// MoE names are the ones transformers 5.19 `save_pretrained` writes (checked on tiny random
+/// Qwen2MoeForCausalLM, Qwen3MoeForCausalLM and MixtralForCausalLM models): one tensor per expert,
+/// `model.layers.L.mlp.experts.E.{gate,up,down}_proj.weight` (Qwen, DeepSeek) and
+/// `model.layers.L.block_sparse_moe.experts.E.{w1,w3,w2}.weight` (Mixtral: gate, up, down).
+/// Qwen2-MoE, Qwen3-MoE and Mixtral are the ``ModelFamily/llama`` family plus these expert roles:
+/// their attention and norms are Qwen2's, Qwen3's and Mistral's.
 enum TensorNaming {
     static let parameterSuffixes: [String: TensorRole.Parameter] = [
         "weight": .weight, "bias": .bias,
@@ -53,7 +61,40 @@ enum TensorNaming {
     ]
 
     static func llamaLayer(_ module: String, _ suffix: String, _ layer: Int) -> TensorRole? {
-        llamaModules[module].flatMap { param($0, suffix, layer: layer) }
+        if let role = moeLayer(module.split(separator: ".").map(String.init), suffix, layer) { return role }
+        return llamaModules[module].flatMap { param($0, suffix, layer: layer) }
+    }
+
+    /// The routed experts' projections by checkpoint name: Hugging Face's `gate_proj`/`up_proj`/`down_proj`
+    /// and Mixtral's `w1`/`w3`/`w2` (`MixtralExperts`: `w2(act(w1 x) * w3 x)`).
+    static let expertProjections: [String: TensorRole.Kind] = [
+        "gate_proj": .expertGate, "up_proj": .expertUp, "down_proj": .expertDown,
+        "w1": .expertGate, "w3": .expertUp, "w2": .expertDown,
+    ]
+
+    /// A MoE block's tensors, shared by every MoE family: the router (`mlp.gate`, Mixtral
+    /// `block_sparse_moe.gate`; DeepSeek-V3's `e_score_correction_bias` is its bias), the routed
+    /// experts, and Qwen2-MoE's `shared_expert` (singular) with its `shared_expert_gate`.
+    static func moeLayer(_ module: [String], _ suffix: String, _ layer: Int) -> TensorRole? {
+        guard module.count >= 2, module[0] == "mlp" || module[0] == "block_sparse_moe" else { return nil }
+        let mixtral = module[0] == "block_sparse_moe"
+        if module.count == 2, module[1] == "gate" {
+            if suffix == "e_score_correction_bias", !mixtral { return TensorRole(.router, .bias, layer: layer) }
+            return param(.router, suffix, layer: layer)
+        }
+        if module.count == 4, module[1] == "experts", let expert = Int(module[2]),
+            let kind = expertProjections[module[3]],
+            mixtral == module[3].hasPrefix("w")
+        {
+            return param(kind, suffix, layer: layer, expert: expert)
+        }
+        guard !mixtral else { return nil }
+        if module.count == 2, module[1] == "shared_expert_gate" { return param(.sharedExpertGate, suffix, layer: layer) }
+        if module.count == 3, module[1] == "shared_expert" || module[1] == "shared_experts" {
+            let kinds: [String: TensorRole.Kind] = ["gate_proj": .sharedGate, "up_proj": .sharedUp, "down_proj": .sharedDown]
+            return kinds[module[2]].flatMap { param($0, suffix, layer: layer) }
+        }
+        return nil
     }
 
     static let deepseekModules: [String: TensorRole.Kind] = [
@@ -62,8 +103,6 @@ enum TensorNaming {
         "self_attn.q_a_layernorm": .mlaReplicated, "self_attn.kv_a_layernorm": .mlaReplicated,
         "self_attn.o_proj": .oProj,
         "mlp.gate_proj": .gate, "mlp.up_proj": .up, "mlp.down_proj": .down,
-        "mlp.shared_experts.gate_proj": .sharedGate, "mlp.shared_experts.up_proj": .sharedUp,
-        "mlp.shared_experts.down_proj": .sharedDown,
         "input_layernorm": .norm, "post_attention_layernorm": .norm,
         // The MTP layer (`num_nextn_predict_layers`) after the last decoder layer.
         "embed_tokens": .embedding, "shared_head.head": .lmHead, "shared_head.norm": .norm,
@@ -71,15 +110,8 @@ enum TensorNaming {
     ]
 
     static func deepseekLayer(_ module: [String], _ suffix: String, _ layer: Int) -> TensorRole? {
-        let joined = module.joined(separator: ".")
-        if joined == "mlp.gate", suffix == "weight" || suffix == "e_score_correction_bias" {
-            return TensorRole(.router, suffix == "weight" ? .weight : .bias, layer: layer)
-        }
-        if module.count == 4, module[0] == "mlp", module[1] == "experts", let expert = Int(module[2]) {
-            let kinds: [String: TensorRole.Kind] = ["gate_proj": .expertGate, "up_proj": .expertUp, "down_proj": .expertDown]
-            return kinds[module[3]].flatMap { param($0, suffix, layer: layer, expert: expert) }
-        }
-        return deepseekModules[joined].flatMap { param($0, suffix, layer: layer) }
+        if module.first == "mlp", let role = moeLayer(module, suffix, layer) { return role }
+        return deepseekModules[module.joined(separator: ".")].flatMap { param($0, suffix, layer: layer) }
     }
 
     static func bert(_ parts: [String], _ suffix: String) -> TensorRole? {

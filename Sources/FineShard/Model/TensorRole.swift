@@ -9,10 +9,19 @@ public struct TensorRole: Sendable, Hashable, Codable {
         case mlaHeads = "mla_heads"
         /// MLA low-rank projections and their norms, replicated (`q_a_proj`, `kv_a_proj_with_mqa`, …).
         case mlaReplicated = "mla_replicated"
+        /// A dense MLP (a dense layer's, or the only MLP of a dense model).
         case gate, up, down, gateUp = "gate_up"
+        /// A routed expert's projections; the role's ``expert`` is its index. Qwen2-MoE / Qwen3-MoE /
+        /// DeepSeek `mlp.experts.E.{gate,up,down}_proj`, Mixtral `block_sparse_moe.experts.E.{w1,w3,w2}`.
         case expertGate = "expert_gate", expertUp = "expert_up", expertDown = "expert_down"
+        /// The shared expert(s) of a MoE layer: DeepSeek `mlp.shared_experts.*`, Qwen2-MoE `mlp.shared_expert.*`.
         case sharedGate = "shared_gate", sharedUp = "shared_up", sharedDown = "shared_down"
-        case router, norm
+        /// Qwen2-MoE `mlp.shared_expert_gate` (`[1, hidden]`): the sigmoid gate on the shared expert's output.
+        case sharedExpertGate = "shared_expert_gate"
+        /// The router of a MoE layer: `mlp.gate.weight` (Mixtral `block_sparse_moe.gate.weight`); DeepSeek-V3's
+        /// `mlp.gate.e_score_correction_bias` is its `.bias` parameter.
+        case router
+        case norm
         /// Position embeddings and token-type tables: replicated.
         case positionEmbedding = "position_embedding"
         /// Non-trainable buffers (`position_ids`, `rotary_emb.inv_freq`, GPT-2 attention masks).
@@ -52,4 +61,9 @@ public struct TensorRole: Sendable, Hashable, Codable {
 
     /// How the role reads in tables: `o_proj.weight`, `expert_up.per_channel`.
     public var label: String { kind == .buffer ? "buffer" : "\(kind.rawValue).\(parameter.rawValue)" }
+}
+
+extension TensorRole.Kind {
+    /// A shared expert's projection (DeepSeek `shared_experts`, Qwen2-MoE `shared_expert`).
+    public var isShared: Bool { self == .sharedGate || self == .sharedUp || self == .sharedDown }
 }

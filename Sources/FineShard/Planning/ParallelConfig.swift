@@ -53,36 +53,11 @@ public struct FineGrainedConfig: Codable, Sendable, Hashable {
     ]
 
     /// Parses the `--additional-config` JSON a user passes to vLLM. Returns the configuration and
-    /// notes about keys that were ignored.
+    /// notes about keys that were ignored; keys that change the layout otherwise are refused
+    /// (``AdditionalConfig/parse(_:)``).
     public static func parse(additionalConfig json: String) throws -> (FineGrainedConfig, notes: [String]) {
-        guard let root = try? JSONDecoder().decode([String: JSONValue].self, from: Data(json.utf8)) else {
-            throw PlanError.badOption(option: "--additional-config", message: "is not a JSON object: \(json.prefix(80))")
-        }
-        var notes: [String] = []
-        for key in root.keys.sorted() where key != "finegrained_tp_config" {
-            notes.append("--additional-config: key '\(key)' does not change the checkpoint layout; ignored")
-        }
-        var config = FineGrainedConfig()
-        guard let section = root["finegrained_tp_config"] else { return (config, notes) }
-        guard case .object(let fields) = section else {
-            throw PlanError.badOption(option: "--additional-config", message: "finegrained_tp_config must be an object")
-        }
-        let known = Dictionary(uniqueKeysWithValues: vllmKeys)
-        for key in fields.keys.sorted() {
-            guard let component = known[key] else {
-                notes.append(
-                    "--additional-config: finegrained_tp_config key '\(key)' is unknown; ignored (known: \(vllmKeys.map(\.0).joined(separator: ", ")))"
-                )
-                continue
-            }
-            guard case .number(let number) = fields[key]!, let value = Int(exactly: number), value >= 0 else {
-                throw PlanError.badOption(
-                    option: "--additional-config",
-                    message: "finegrained_tp_config.\(key) must be a non-negative integer, is \(fields[key]!)")
-            }
-            config[component] = value
-        }
-        return (config, notes)
+        let config = try AdditionalConfig.parse(json)
+        return (config.finegrained, config.notes)
     }
 }
 
@@ -138,6 +113,10 @@ public struct ParallelConfig: Codable, Sendable, Hashable {
     public var tp: Int
     public var expertParallel: Bool
     public var finegrained: FineGrainedConfig
+    /// vllm-ascend `enable_shared_expert_dp`: shared experts whole on every rank. Only ever true (nil
+    /// otherwise, so that plans without it keep their fingerprint); the planner keeps it only with
+    /// expert parallelism and TP > 1, as `AscendConfig` does.
+    public var enableSharedExpertDP: Bool?
     /// vLLM pads the vocabulary to a multiple of 64 (`DEFAULT_VOCAB_PADDING_SIZE`).
     public var vocabPadding: Int
     public var layout: Layout
@@ -151,6 +130,7 @@ public struct ParallelConfig: Codable, Sendable, Hashable {
     enum CodingKeys: String, CodingKey {
         case dp, tp, finegrained, layout, format
         case expertParallel = "expert_parallel"
+        case enableSharedExpertDP = "enable_shared_expert_dp"
         case vocabPadding = "vocab_padding"
         case filePattern = "file_pattern"
         case maxFileSize = "max_file_size"
@@ -158,13 +138,14 @@ public struct ParallelConfig: Codable, Sendable, Hashable {
 
     public init(
         dp: Int, tp: Int = 1, expertParallel: Bool = false, finegrained: FineGrainedConfig = FineGrainedConfig(),
-        vocabPadding: Int = 64, layout: Layout = .hf, format: Format = .safetensors,
+        enableSharedExpertDP: Bool = false, vocabPadding: Int = 64, layout: Layout = .hf, format: Format = .safetensors,
         filePattern: String = defaultFilePattern, maxFileSize: Int = defaultMaxFileSize
     ) {
         self.dp = dp
         self.tp = tp
         self.expertParallel = expertParallel
         self.finegrained = finegrained
+        self.enableSharedExpertDP = enableSharedExpertDP ? true : nil
         self.vocabPadding = vocabPadding
         self.layout = layout
         self.format = format

@@ -12,6 +12,15 @@ public struct ShardPlanner {
     public static func plan(
         sources: [TensorInfo], model: Model, parallel: ParallelConfig, strict: Bool = false, notes: [String] = []
     ) throws -> ShardPlan {
+        var parallel = parallel
+        var notes = notes
+        if parallel.enableSharedExpertDP == true, !parallel.expertParallel || parallel.tp <= 1 {
+            // vllm-ascend AscendConfig: `enable_shared_expert_dp and enable_expert_parallel and tensor_parallel_size > 1`.
+            parallel.enableSharedExpertDP = nil
+            notes.append(
+                "--additional-config: enable_shared_expert_dp has no effect without --enable-expert-parallel and --tp > 1 (vllm-ascend ascend_config.py); ignored"
+            )
+        }
         var planner = ShardPlanner(
             sources: sources.sortedByName(), model: model, parallel: parallel,
             topology: RankTopology(dp: parallel.dp, tp: parallel.tp, finegrained: parallel.finegrained))
@@ -81,10 +90,12 @@ public struct ShardPlanner {
         if pattern.contains("/") || pattern.contains("\0") || pattern.hasPrefix(".") {
             problem("--file-pattern '\(pattern)' must be a plain file name (no '/', no leading '.')")
         }
-        if p.layout == .vllm, model.facts.family != .llama {
+        if p.layout == .vllm, model.facts.family != .llama || model.facts.nRoutedExperts != nil {
             problem(
-                "--layout vllm covers the Llama family (Llama, Mistral, Qwen2, Qwen3) for now; this model is \(model.facts.architecture)")
+                "--layout vllm covers the dense Llama family (Llama, Mistral, Qwen2, Qwen3) for now; this model is \(model.facts.architecture)"
+                    + (model.facts.nRoutedExperts != nil ? " (MoE experts need vLLM's fused w13/w2 expert tensors); use --layout hf" : ""))
         }
+        validateExpertParallel()
         if p.layout == .vllm, model.facts.tieWordEmbeddings, problems.isEmpty,
             (0..<topology.worldSize).contains(where: { r in
                 topology.size(.fineGrained(.embedding)) != topology.size(.fineGrained(.lmHead))
@@ -97,12 +108,45 @@ public struct ShardPlanner {
         }
     }
 
+    /// With expert parallelism, the routed experts must divide evenly over the EP ranks: vLLM's
+    /// `determine_expert_map` would give the first `E mod EP` ranks one expert more, a placement
+    /// fineshard does not write (yet).
+    mutating func validateExpertParallel() {
+        guard parallel.expertParallel, let experts = model.facts.nRoutedExperts, parallel.dp >= 1, parallel.tp >= 1 else { return }
+        let ep = topology.worldSize
+        if experts % ep != 0 {
+            problem(
+                "the \(experts) routed experts (\(expertCountField)) do not divide evenly over the expert-parallel size --dp × --tp = \(ep); uneven expert placement is not supported yet"
+                    + Self.nearest(ep, limit: experts) { experts % $0 == 0 }, key: "experts")
+        }
+    }
+
+    /// The config.json field the expert count comes from, for messages.
+    var expertCountField: String {
+        switch model.facts.architecture {
+        case let a where a.hasPrefix("Mixtral"): "num_local_experts"
+        case let a where a.hasPrefix("Qwen"): "num_experts"
+        default: "n_routed_experts"
+        }
+    }
+
     func warnings() -> [String] {
         var out: [String] = []
         let g = parallel.finegrained
         let anyFine = Component.allCases.contains { g[$0] > 0 }
+        // vllm-ascend FinegrainedTPConfig raises "can be enabled only for MOE models" when
+        // `model_config.is_moe` is false: a model with routed experts passes.
         if anyFine, model.facts.nRoutedExperts == nil {
             out.append("vllm-ascend enables finegrained_tp_config only for MoE models (ascend_config.py); the layout is written anyway")
+        }
+        if g.mlp > 0, model.facts.nRoutedExperts != nil,
+            !model.roles.values.contains(where: {
+                mlpGroupKinds.contains($0.kind) && ($0.kind.isShared ? sharedExpertGroup == .fineGrained(.mlp) : true)
+            })
+        {
+            out.append(
+                "mlp_tensor_parallel_size = \(g.mlp) has nothing to shard in \(model.facts.architecture): every layer is MoE, and vllm-ascend never applies MLP TP to routed experts\(model.facts.family == .deepseek ? " or DeepSeek's shared experts" : "")"
+            )
         }
         if g.oProj > 0 {
             out.append("vllm-ascend runs o_proj TP only in graph mode on a PD-disaggregated decode node (kv consumer)")
@@ -117,6 +161,35 @@ public struct ShardPlanner {
     }
 
     // MARK: - Rules
+
+    /// The EP rank that holds routed expert `expert` of `experts` over `ep` ranks (`experts % ep == 0`).
+    ///
+    /// vllm-ascend (commit 182b75ea84) `AscendRoutedExperts.init_eplb` (`ops/fused_moe/routed_experts.py`)
+    /// calls `init_eplb_config` (`eplb/core/eplb_utils.py`), which without `dynamic_eplb` and
+    /// `expert_map_path` returns vLLM's `determine_expert_map(ep_size, ep_rank, n_experts)`
+    /// (`fused_moe/expert_map_manager.py`) with its default `"linear"` strategy: EP rank `r` holds
+    /// experts `[r·E/EP, (r+1)·E/EP)`. The EP rank is the flattened `dp_rank · TP + tp_rank`
+    /// (`FusedMoEParallelConfig.make`), fineshard's global rank. vllm-ascend never uses vLLM's
+    /// `"round_robin"` strategy (expert `e` on rank `e mod EP`).
+    static func expertOwner(_ expert: Int, experts: Int, ep: Int) -> Int { expert / (experts / ep) }
+
+    /// Dense-MLP and shared-expert kinds: the kinds the fine-grained MLP group may cut.
+    var mlpGroupKinds: Set<TensorRole.Kind> { [.gate, .up, .down, .gateUp, .sharedGate, .sharedUp, .sharedDown] }
+
+    /// The group a MoE layer's shared expert is cut over, or nil when it is replicated.
+    ///
+    /// vllm-ascend `get_parallel_op` (`ops/linear_op.py`, commit 182b75ea84): a shared-expert layer
+    /// (`_is_shared_expert_layer`) is replicated when `enable_shared_expert_dp` is on (kept by
+    /// `AscendConfig` only with EP and TP > 1); otherwise its `gate_up_proj` / `down_proj` get MLP TP
+    /// (`MLPColumnParallelOp` / `MLPRowParallelOp`) when `mlp_tp_enable() and not is_moe_layer(prefix)`,
+    /// else the global TP group. `is_moe_layer` reads only DeepSeek's config keys
+    /// (`n_routed_experts`, `first_k_dense_replace` — default infinity — and `moe_layer_freq`): it is true
+    /// for DeepSeek's MoE layers, which hold its `shared_experts`, and false for every Qwen2-MoE layer,
+    /// so Qwen2-MoE's `shared_expert` is cut over the fine-grained MLP group (the global TP without it).
+    var sharedExpertGroup: GroupKind? {
+        if parallel.enableSharedExpertDP == true { return nil }
+        return model.facts.family == .deepseek ? .tensorParallel : .fineGrained(.mlp)
+    }
 
     func fact(_ value: Int?, _ field: String, for what: String) throws -> Int {
         guard let value else { throw ModelError.missingFact(field: field, neededFor: what) }
@@ -294,22 +367,18 @@ public struct ShardPlanner {
             return even(inDim, .fineGrained(.mlp), "the intermediate size")
         case .expertGate, .expertUp, .expertDown:
             if parallel.expertParallel {
-                let experts = try fact(facts.nRoutedExperts, "n_routed_experts", for: "expert parallelism")
+                let experts = try fact(facts.nRoutedExperts, expertCountField, for: "expert parallelism")
                 let ep = topology.worldSize
-                if experts % ep != 0 {
-                    problem(
-                        "n_routed_experts = \(experts) is not divisible by the expert-parallel size --dp × --tp = \(ep)"
-                            + Self.nearest(ep, limit: experts) { experts % $0 == 0 }, key: "experts")
-                    return .replicated
-                }
-                return .owned(rank: role.expert! / (experts / ep))
+                guard experts % ep == 0, let expert = role.expert else { return .replicated }
+                return .owned(rank: Self.expertOwner(expert, experts: experts, ep: ep))
             }
+            // vLLM flattens MoE TP over DP (`FusedMoEParallelConfig.flatten_tp_across_dp_and_pcp`):
+            // w1/w3 column-parallel, w2 row-parallel over all DP × TP ranks.
             return even(role.kind == .expertDown ? inDim : outDim, .flattened, "the expert intermediate size")
-        case .sharedGate, .sharedUp:
-            return even(outDim, .tensorParallel, "the shared-expert intermediate size")
-        case .sharedDown:
-            return even(inDim, .tensorParallel, "the shared-expert intermediate size")
-        case .router, .norm, .positionEmbedding, .buffer, .replicated, .other, .mlaReplicated:
+        case .sharedGate, .sharedUp, .sharedDown:
+            guard let group = sharedExpertGroup else { return .replicated }
+            return even(role.kind == .sharedDown ? inDim : outDim, group, "the shared-expert intermediate size")
+        case .router, .sharedExpertGate, .norm, .positionEmbedding, .buffer, .replicated, .other, .mlaReplicated:
             return .replicated
         }
     }
@@ -319,7 +388,16 @@ public struct ShardPlanner {
     /// parameters replicated, FP8 block scales cut in block units where the weight is cut.
     mutating func placement(of spec: TensorSpec, role: TensorRole, byName: [String: TensorInfo]) throws -> Placement {
         if role.parameter == .weight { return try weightSplit(role, shape: spec.shape, name: spec.name) }
-        if role.parameter == .perTensor { return replicatedParameter(spec, role) }
+        if role.parameter == .perTensor {
+            // With EP a routed expert's per-tensor parameters live with it (vLLM's FusedMoE loads only
+            // the local experts' `input_scale`); otherwise every rank holds them whole.
+            if role.expert != nil, parallel.expertParallel,
+                case .owned(let rank) = try weightSplit(role, shape: spec.shape, name: spec.name)
+            {
+                return .owned(rank: rank)
+            }
+            return replicatedParameter(spec, role)
+        }
         let weightName = String(spec.name[..<spec.name.lastIndex(of: ".")!]) + ".weight"
         guard let weight = byName[weightName], weight.shape.count >= 1 else {
             // A parameter without its weight: cut it as its own weight would be cut along rows.
