@@ -44,7 +44,8 @@ struct ForwardCheckMoETests {
     /// ≤ 1e-5. Returns the two largest relative errors.
     @discardableResult
     func expectMatchesOracle(
-        _ source: String, _ arguments: [String], tokens: String, sourceLocation: SourceLocation = #_sourceLocation
+        _ source: String, _ arguments: [String], tokens: String, reference: [[Double]]? = nil,
+        sourceLocation: SourceLocation = #_sourceLocation
     ) throws -> (dense: Double, sharded: Float) {
         let dir = try TemporaryFolder()
         defer { dir.remove() }
@@ -53,7 +54,7 @@ struct ForwardCheckMoETests {
         #expect(status == 0, "\(stderr) \(report?.failures ?? [])", sourceLocation: sourceLocation)
         let r = try #require(report, sourceLocation: sourceLocation)
         let dense = try #require(r.dense, sourceLocation: sourceLocation)
-        let reference = try Self.oracleLogits(source, tokens: tokens)
+        let reference = try reference ?? Self.oracleLogits(source, tokens: tokens)
         #expect(dense.count == reference.count, sourceLocation: sourceLocation)
         var worst = 0.0
         for (mine, theirs) in zip(dense, reference) {
@@ -75,14 +76,17 @@ struct ForwardCheckMoETests {
 
     @Test(
         "each MoE family's dense logits equal transformers' and every rank equals the dense pass",
-        arguments: ["deepseek_v3", "deepseek_v2"])
+        arguments: ["deepseek_v3", "deepseek_v2", "qwen3_moe", "qwen2_moe", "mixtral"])
     func familyMatchesTransformers(_ family: String) throws {
         let dir = try TemporaryFolder()
         defer { dir.remove() }
         _ = try Self.oracle(["write", family, dir.file(family), "--seed", "3"])
         let tokens = "1,2,3,4,5,6,7,8;199,0,64,17"
-        try expectMatchesOracle(dir.file(family), ["--dp", "2", "--tp", "2", "--enable-expert-parallel"], tokens: tokens)
-        try expectMatchesOracle(dir.file(family), ["--dp", "2", "--additional-config", Self.everySize2], tokens: tokens)
+        let reference = try Self.oracleLogits(dir.file(family), tokens: tokens)
+        try expectMatchesOracle(
+            dir.file(family), ["--dp", "2", "--tp", "2", "--enable-expert-parallel"], tokens: tokens, reference: reference)
+        try expectMatchesOracle(
+            dir.file(family), ["--dp", "2", "--additional-config", Self.everySize2], tokens: tokens, reference: reference)
     }
 
     @Test(
@@ -104,6 +108,10 @@ struct ForwardCheckMoETests {
         ),
         ("DP 2 × TP 2 + EP (MLA heads on TP)", ["--dp", "2", "--tp", "2", "--enable-expert-parallel"]),
         ("DP 8 + EP (one expert per rank)", ["--dp", "8", "--enable-expert-parallel"]),
+        (
+            "DP 2 × TP 2 + EP with enable_shared_expert_dp (shared experts whole)",
+            ["--dp", "2", "--tp", "2", "--enable-expert-parallel", "--additional-config", #"{"enable_shared_expert_dp": true}"#]
+        ),
         ("DP 4 without EP (experts split over 4 ranks), every size 2", ["--dp", "4", "--additional-config", everySize2]),
         ("TP 4 without EP", ["--dp", "1", "--tp", "4"]),
         ("DP 2 × TP 2 without EP, fine-grained MLP 2", ["--dp", "2", "--tp", "2", "--additional-config", finegrained(mlp: 2)]),

@@ -88,7 +88,7 @@ public struct ForwardChecker: Sendable {
 
         let pad = parallel.vocabPadding
         let shardedTrace = Trace()
-        let sharded = try Simulation(
+        var shardedPass = Simulation(
             arch: arch, weights: ShardWeights(folder: folder, manifest: manifest), topology: topology,
             paddedVocab: (arch.vocab + pad - 1) / pad * pad,
             tokens: (0..<topology.worldSize).map { batches[topology.dpRank($0)] },
@@ -97,8 +97,9 @@ public struct ForwardChecker: Sendable {
                 batches[topology.dpRank(r)].indices.map { RowID(batch: topology.dpRank(r), position: $0) }
             },
             expertParallel: parallel.expertParallel, threads: options.threads, trace: shardedTrace, reference: denseTrace,
-            tieTolerance: options.tolerance
-        ).run()
+            tieTolerance: options.tolerance)
+        shardedPass.sharedExpertDP = parallel.enableSharedExpertDP == true && parallel.expertParallel && parallel.tp > 1
+        let sharded = try shardedPass.run()
 
         var ranks = (0..<topology.worldSize).map { r in
             compare(
