@@ -89,6 +89,20 @@ struct ForwardCheckMoETests {
             dir.file(family), ["--dp", "2", "--additional-config", Self.everySize2], tokens: tokens, reference: reference)
     }
 
+    @Test("DeepSeek-V3 with rope_interleave false (rotate_half on the rotary part) equals transformers")
+    func deepseekV3WithoutInterleave() throws {
+        let dir = try TemporaryFolder()
+        defer { dir.remove() }
+        let source = dir.file("v3")
+        _ = try Self.oracle(["write", "deepseek_v3", source, "--seed", "5"])
+        let path = source + "/config.json"
+        var config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
+        #expect(config["rope_interleave"] as? Bool == true)
+        config["rope_interleave"] = false
+        try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys]).write(to: URL(fileURLWithPath: path))
+        try expectMatchesOracle(source, ["--dp", "1", "--tp", "2", "--enable-expert-parallel"], tokens: "3,1,4,1,5,9,2,6")
+    }
+
     @Test(
         "the DeepSeek-V3 fixtures (bf16, W8A8, FP8 blocks) equal transformers with DP 4 + EP and every fine-grained size 2",
         arguments: fixtures)
