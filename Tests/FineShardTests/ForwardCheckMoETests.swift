@@ -128,6 +128,7 @@ struct ForwardCheckMoETests {
         ),
         ("DP 4 without EP (experts split over 4 ranks), every size 2", ["--dp", "4", "--additional-config", everySize2]),
         ("TP 4 without EP", ["--dp", "1", "--tp", "4"]),
+        ("hdf5, DP 4 + EP", ["--dp", "4", "--enable-expert-parallel", "--format", "hdf5"]),
         ("DP 2 × TP 2 without EP, fine-grained MLP 2", ["--dp", "2", "--tp", "2", "--additional-config", finegrained(mlp: 2)]),
     ]
 
@@ -207,5 +208,26 @@ struct ForwardCheckMoETests {
         #expect(rank1.maxRelError < 1e-5)
         let (_, text) = try base.forwardCheckText(out, source: Self.fixture, ["--seed", "2", "--tolerance", "0.5"])
         #expect(text.contains("\(rank1.routingTies!) ties") && text.contains("near-ties"), "\(text)")
+    }
+
+    // MARK: - Not supported
+
+    @Test(
+        "a router transformers does not compute is refused with exit 2 naming the field",
+        arguments: [("topk_method", "noaux_tc", true), ("scoring_func", "softmax", false)])
+    func unsupportedRouter(_ field: String, _ value: String, _ deepseekV2: Bool) throws {
+        let dir = try TemporaryFolder()
+        defer { dir.remove() }
+        let source = dir.file("model")
+        try FileManager.default.copyItem(atPath: Self.fixture, toPath: source)
+        let path = source + "/config.json"
+        var config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
+        config[field] = value
+        if deepseekV2 { (config["model_type"], config["architectures"]) = ("deepseek_v2", ["DeepseekV2ForCausalLM"]) }
+        try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys]).write(to: URL(fileURLWithPath: path))
+        try base.shard(source, dir.file("out"), ["--dp", "2", "--enable-expert-parallel"])
+        let (status, text) = try base.forwardCheckText(dir.file("out"), source: source)
+        #expect(status == 2, "\(text)")
+        #expect(text.contains(field) && text.contains("'\(value)'"), "\(text)")
     }
 }
