@@ -18,6 +18,8 @@ extension ForwardChecker {
         /// The modules of a layer whose tensors the forward pass reads.
         enum Module: Sendable {
             case q, k, v, qkv, qNorm, kNorm, o, gate, up, gateUp, down
+            /// MLA (`modeling_deepseek_v3.py` `DeepseekV3Attention`).
+            case qA, qANorm, qB, kvA, kvANorm, kvB
             /// Llama `input_layernorm` / `post_attention_layernorm`.
             case inputNorm, postNorm
             /// BERT `attention.output.LayerNorm` / `output.LayerNorm`.
@@ -35,8 +37,18 @@ extension ForwardChecker {
         /// Rows of the embedding table (the real vocabulary, unpadded).
         var vocab: Int
         var eps: Float
-        /// RoPE `inv_freq` (decoders), after `rope_scaling`.
+        /// RoPE `inv_freq` (decoders), after `rope_scaling`; of the rotary part for MLA.
         var invFreq: [Float]
+        /// YaRN's `attention_factor`: HF multiplies cos and sin by it (`attention_scaling`).
+        var ropeScale: Float = 1
+        /// MLA attention (DeepSeek), instead of q/k/v heads.
+        var mla: MLA?
+        /// The MoE layers' routing and experts, when the model has any.
+        var moe: MoE?
+        /// Mistral / Qwen `sliding_window`, when the model attends within one.
+        var slidingWindow: Int?
+        /// The FP8 block of `weight_scale_inv` (`quantization_config.weight_block_size`, default 128×128).
+        var block = [128, 128]
         var maxPositions: Int?
         /// BERT checkpoints of a task head (`BertForMaskedLM`) prefix the encoder with `bert.`.
         var prefix: String
@@ -65,6 +77,8 @@ extension ForwardChecker {
                 .qNorm: "self_attn.q_norm", .kNorm: "self_attn.k_norm", .o: "self_attn.o_proj",
                 .gate: "mlp.gate_proj", .up: "mlp.up_proj", .gateUp: "mlp.gate_up_proj", .down: "mlp.down_proj",
                 .inputNorm: "input_layernorm", .postNorm: "post_attention_layernorm",
+                .qA: "self_attn.q_a_proj", .qANorm: "self_attn.q_a_layernorm", .qB: "self_attn.q_b_proj",
+                .kvA: "self_attn.kv_a_proj_with_mqa", .kvANorm: "self_attn.kv_a_layernorm", .kvB: "self_attn.kv_b_proj",
             ]
             return "model.layers.\(layer).\(modules[module] ?? "-").\(parameter)"
         }
@@ -79,8 +93,65 @@ extension ForwardChecker {
             var partialRotaryFactor: Double?
             var positionEmbeddingType: String?
             var maxPositionEmbeddings: Int?
+            /// transformers ≥ 5: `{rope_theta, rope_type, factor, …}`; older configs: `rope_scaling` + `rope_theta`.
+            var ropeParameters: [String: JSONValue]?
+            var ropeInterleave: Bool?
+            var modelType: String?
+            var slidingWindow: Int?
+            var useSlidingWindow: Bool?
+            // MLA.
+            var qLoraRank: Int?
+            var kvLoraRank: Int?
+            var qkNopeHeadDim: Int?
+            var qkRopeHeadDim: Int?
+            var vHeadDim: Int?
+            // MoE.
+            var nRoutedExperts: Int?
+            var numExperts: Int?
+            var numLocalExperts: Int?
+            var numExpertsPerTok: Int?
+            var moeIntermediateSize: Int?
+            var sharedExpertIntermediateSize: Int?
+            var nSharedExperts: Int?
+            var nGroup: Int?
+            var topkGroup: Int?
+            var topkMethod: String?
+            var scoringFunc: String?
+            var normTopkProb: Bool?
+            var routedScalingFactor: Double?
+            var firstKDenseReplace: Int?
+            var decoderSparseStep: Int?
+            var mlpOnlyLayers: [Int]?
+            var quantizationConfig: ModelConfig.QuantizationConfig?
 
             enum CodingKeys: String, CodingKey {
+                case quantizationConfig = "quantization_config"
+                case ropeParameters = "rope_parameters"
+                case ropeInterleave = "rope_interleave"
+                case modelType = "model_type"
+                case slidingWindow = "sliding_window"
+                case useSlidingWindow = "use_sliding_window"
+                case qLoraRank = "q_lora_rank"
+                case kvLoraRank = "kv_lora_rank"
+                case qkNopeHeadDim = "qk_nope_head_dim"
+                case qkRopeHeadDim = "qk_rope_head_dim"
+                case vHeadDim = "v_head_dim"
+                case nRoutedExperts = "n_routed_experts"
+                case numExperts = "num_experts"
+                case numLocalExperts = "num_local_experts"
+                case numExpertsPerTok = "num_experts_per_tok"
+                case moeIntermediateSize = "moe_intermediate_size"
+                case sharedExpertIntermediateSize = "shared_expert_intermediate_size"
+                case nSharedExperts = "n_shared_experts"
+                case nGroup = "n_group"
+                case topkGroup = "topk_group"
+                case topkMethod = "topk_method"
+                case scoringFunc = "scoring_func"
+                case normTopkProb = "norm_topk_prob"
+                case routedScalingFactor = "routed_scaling_factor"
+                case firstKDenseReplace = "first_k_dense_replace"
+                case decoderSparseStep = "decoder_sparse_step"
+                case mlpOnlyLayers = "mlp_only_layers"
                 case hiddenAct = "hidden_act"
                 case rmsNormEps = "rms_norm_eps"
                 case layerNormEps = "layer_norm_eps"
@@ -96,20 +167,25 @@ extension ForwardChecker {
         /// forward-check cannot compute yet.
         static func recognize(_ source: Checkpoint, model: Model) throws -> Architecture {
             let facts = model.facts
-            switch facts.family {
-            case .deepseek:
+            if facts.family == .gpt2 {
                 throw ModelError.unsupported(
                     message:
-                        "forward-check does not support \(facts.architecture) yet (DeepSeek MLA attention and MoE experts); it covers the Llama family (Llama, Mistral, Qwen2, Qwen3) and BERT encoders"
+                        "forward-check does not support \(facts.architecture) yet (GPT-2 Conv1D weights and fused c_attn); it covers the Llama family (Llama, Mistral, Qwen2, Qwen3), DeepSeek-V2/V3, Qwen2-MoE, Qwen3-MoE, Mixtral and BERT encoders"
                 )
-            case .gpt2:
-                throw ModelError.unsupported(
-                    message:
-                        "forward-check does not support \(facts.architecture) yet (GPT-2 Conv1D weights and fused c_attn); it covers the Llama family (Llama, Mistral, Qwen2, Qwen3) and BERT encoders"
-                )
-            case .llama, .bert: break
             }
-            try checkQuantization(source, model: model)
+            let config =
+                try source.config.map { data -> Config in
+                    do { return try JSONDecoder().decode(Config.self, from: data) } catch {
+                        throw ModelError.badConfig(file: source.path(of: "config.json"), field: "", message: "\(error)")
+                    }
+                } ?? Config()
+            let block = config.quantizationConfig?.weightBlockSize ?? [128, 128]
+            guard block.count == 2, block.allSatisfy({ $0 > 0 }) else {
+                throw ModelError.badConfig(
+                    file: source.path(of: "config.json"), field: "quantization_config.weight_block_size",
+                    message: "must be two positive sizes, is \(block)")
+            }
+            try checkQuantization(source, model: model, block: block)
             let ignorable: (String) -> Bool = {
                 $0.hasSuffix("position_ids") || $0.hasSuffix("token_type_ids") || $0.hasPrefix("pooler.") || $0.hasPrefix("bert.pooler.")
             }
@@ -118,17 +194,6 @@ extension ForwardChecker {
                     message:
                         "forward-check does not know what tensor '\(unknown.name)' computes in \(facts.architecture); not supported yet")
             }
-            if let moe = source.tensors.first(where: {
-                [.expertUp, .expertGate, .expertDown, .router, .mlaHeads].contains(model.roles[$0.name]?.kind)
-            }) {
-                throw ModelError.unsupported(message: "forward-check does not support MoE or MLA layers yet ('\(moe.name)')")
-            }
-            let config =
-                try source.config.map { data -> Config in
-                    do { return try JSONDecoder().decode(Config.self, from: data) } catch {
-                        throw ModelError.badConfig(file: source.path(of: "config.json"), field: "", message: "\(error)")
-                    }
-                } ?? Config()
             let kind: Kind = facts.family == .bert ? .encoder : .decoder
             let prefix = kind == .encoder && source.contains("bert.embeddings.word_embeddings.weight") ? "bert." : ""
             var arch = Architecture(
@@ -141,7 +206,7 @@ extension ForwardChecker {
             arch.hidden = try need(facts.hiddenSize, "hidden_size")
             arch.heads = try need(facts.numAttentionHeads, "num_attention_heads")
             arch.kvHeads = try need(facts.numKeyValueHeads, "num_key_value_heads")
-            arch.headDim = try need(facts.headDim, "head_dim")
+            arch.headDim = facts.family == .deepseek ? 0 : try need(facts.headDim, "head_dim")
             arch.intermediate = try need(facts.intermediateSize, "intermediate_size")
             let layerIndices = Set(model.roles.values.compactMap(\.layer))
             arch.layers = facts.numHiddenLayers ?? layerIndices.count
@@ -157,7 +222,12 @@ extension ForwardChecker {
                         message: "forward-check computes the Llama MLP with SiLU; hidden_act '\(act)' is not supported yet")
                 }
                 arch.eps = Float(config.rmsNormEps ?? 1e-6)
-                arch.invFreq = try rotaryFrequencies(config, headDim: arch.headDim)
+                arch.block = block
+                arch.mla = try MLA.recognize(config, model: model)
+                (arch.invFreq, arch.ropeScale) = try rotaryFrequencies(config, headDim: arch.mla?.ropeDim ?? arch.headDim)
+                if let mla = arch.mla { arch.mla?.scale = mla.softmaxScale(config) }
+                arch.moe = try MoE.recognize(config, model: model, layers: arch.layers)
+                if config.useSlidingWindow != false { arch.slidingWindow = config.slidingWindow }
             case .encoder:
                 let act = config.hiddenAct ?? "gelu"
                 guard act == "gelu" else {
@@ -176,17 +246,19 @@ extension ForwardChecker {
             return arch
         }
 
-        /// The linears whose weights may be int8 W8A8 (``Simulation/dequantize(_:_:rank:)``).
-        static let quantizable: Set<TensorRole.Kind> = [.q, .k, .v, .qkv, .oProj, .gate, .up, .gateUp, .down]
+        /// The roles whose weights are never quantized (tables, norms, routers).
+        static let unquantized: Set<TensorRole.Kind> = [.embedding, .lmHead, .norm, .router, .positionEmbedding, .buffer, .other]
 
-        /// Accepts Ascend / msModelSlim W8A8 weights — an `I8` `.weight` `[out, in]` of a Llama-family
-        /// attention or MLP linear with a floating-point per-output-channel `.weight_scale` (and optional
-        /// `.weight_offset`) of shape `[out]` or `[out, 1]` — and throws
-        /// ``ModelError/unsupported(message:)`` for every other quantized tensor (FP8 block scales, integer
-        /// embeddings or heads, scales without an int8 weight). The per-tensor activation parameters
-        /// (`input_scale`, `input_offset`) and `deq_scale` / `quant_bias` of the int8 activation path are
-        /// accepted and not read.
-        static func checkQuantization(_ source: Checkpoint, model: Model) throws {
+        /// Accepts the quantized weights the forward pass dequantizes (``Simulation/dequantize(_:_:rank:)``)
+        /// and throws ``ModelError/unsupported(message:)`` for every other quantized tensor:
+        ///
+        /// - Ascend / msModelSlim W8A8: an `I8` `.weight` `[out, in]` of an attention, MLP or expert linear
+        ///   with a floating-point per-output-channel `.weight_scale` (and optional `.weight_offset`) of
+        ///   shape `[out]` or `[out, 1]`. The per-tensor activation parameters (`input_scale`,
+        ///   `input_offset`) and `deq_scale` / `quant_bias` of the int8 activation path are accepted and not read;
+        /// - FP8 block weights (DeepSeek-V3): an F8 `.weight` with a floating-point `.weight_scale_inv` of
+        ///   one value per `weight_block_size` block (`quantization_config`, default 128×128).
+        static func checkQuantization(_ source: Checkpoint, model: Model, block: [Int]) throws {
             func unsupported(_ name: String, _ why: String) -> ModelError {
                 .unsupported(message: "forward-check does not support quantized weights like '\(name)' yet: \(why)")
             }
@@ -195,17 +267,25 @@ extension ForwardChecker {
                 guard let role = model.roles[t.name] else { continue }
                 switch role.parameter {
                 case .blockScale:
-                    throw unsupported(t.name, "FP8 block-scaled checkpoints need dequantization that is not implemented (int8 W8A8 is)")
+                    let w = weight(of: t.name)
+                    guard source.contains(w), case let info = try source.tensor(w), info.shape.count == 2, t.dtype.isFloatingPoint else {
+                        throw unsupported(t.name, "a weight_scale_inv is read only next to a 2-D weight, as floating point")
+                    }
+                    let blocks = [(info.shape[0] + block[0] - 1) / block[0], (info.shape[1] + block[1] - 1) / block[1]]
+                    guard t.shape == blocks else {
+                        throw unsupported(
+                            t.name, "one scale per \(block[0])×\(block[1]) block of '\(w)' \(info.shape) is \(blocks), this is \(t.shape)")
+                    }
                 case .perChannel, .perTensor:
                     let w = weight(of: t.name)
                     guard source.contains(w), try source.tensor(w).dtype == .i8 else {
                         throw unsupported(t.name, "quantization parameters are read only for an I8 weight (int8 W8A8)")
                     }
                 case .weight where !t.dtype.isFloatingPoint && t.name.hasSuffix(".weight"):
-                    guard t.dtype == .i8, model.facts.family == .llama, quantizable.contains(role.kind), t.shape.count == 2 else {
+                    guard t.dtype == .i8, model.facts.family != .bert, !unquantized.contains(role.kind), t.shape.count == 2 else {
                         throw unsupported(
                             t.name,
-                            "\(t.dtype.rawValue) weights are dequantized only as int8 W8A8 attention and MLP linears of the Llama family")
+                            "\(t.dtype.rawValue) weights are dequantized only as int8 W8A8 attention, MLP and expert linears of decoders")
                     }
                     let prefix = String(t.name.dropLast("weight".count))
                     for (parameter, required) in [("weight_scale", true), ("weight_offset", false)] {
@@ -227,23 +307,38 @@ extension ForwardChecker {
             }
         }
 
-        /// `inv_freq = 1 / θ^(2i/d)` (`_compute_default_rope_parameters`), adjusted by `rope_scaling`
-        /// type `linear` (divide by `factor`) or `llama3` (`_compute_llama3_parameters` in
-        /// `modeling_rope_utils.py`).
-        static func rotaryFrequencies(_ config: Config, headDim: Int) throws -> [Float] {
-            if let partial = config.partialRotaryFactor, partial != 1 {
-                throw ModelError.unsupported(
-                    message: "forward-check applies RoPE to the whole head; partial_rotary_factor \(partial) is not supported yet")
+        /// The RoPE parameters of either config dialect: transformers ≥ 5 `rope_parameters` (with
+        /// `rope_theta` and `rope_type` inside), or the older `rope_scaling` (`type` or `rope_type`) next
+        /// to a top-level `rope_theta` — what `standardize_rope_params` merges.
+        static func ropeParameters(_ config: Config) -> [String: JSONValue] {
+            var p = config.ropeParameters ?? config.ropeScaling ?? [:]
+            if p["rope_type"] == nil { p["rope_type"] = p["type"] ?? .string("default") }
+            if p["rope_theta"] == nil, let theta = config.ropeTheta { p["rope_theta"] = .number(theta) }
+            if p["original_max_position_embeddings"] == nil, let m = config.maxPositionEmbeddings {
+                p["original_max_position_embeddings"] = .number(Double(m))
             }
-            let theta = config.ropeTheta ?? 10000
-            var freq = (0..<headDim / 2).map { 1 / pow(theta, Double(2 * $0) / Double(headDim)) }
-            guard let scaling = config.ropeScaling else { return freq.map(Float.init) }
+            return p
+        }
+
+        /// `inv_freq = 1 / θ^(2i/d)` (`_compute_default_rope_parameters`), adjusted by the rope type:
+        /// `linear` (divide by `factor`), `llama3` (`_compute_llama3_parameters`) or `yarn`
+        /// (`_compute_yarn_parameters`, which also gives the `attention_factor` that scales cos and sin),
+        /// all in `modeling_rope_utils.py`. Returns the frequencies and that factor (1 but for YaRN).
+        static func rotaryFrequencies(_ config: Config, headDim: Int) throws -> ([Float], Float) {
+            let scaling = ropeParameters(config)
             func number(_ key: String) -> Double? {
                 if case .number(let n) = scaling[key] { return n }
                 return nil
             }
+            if let partial = number("partial_rotary_factor") ?? config.partialRotaryFactor, partial != 1 {
+                throw ModelError.unsupported(
+                    message: "forward-check applies RoPE to the whole head; partial_rotary_factor \(partial) is not supported yet")
+            }
+            let theta = number("rope_theta") ?? 10000
+            var freq = (0..<headDim / 2).map { 1 / pow(theta, Double(2 * $0) / Double(headDim)) }
+            var attentionFactor = 1.0
             var type = "default"
-            if case .string(let t) = scaling["rope_type"] ?? scaling["type"] ?? .string("default") { type = t }
+            if case .string(let t) = scaling["rope_type"] { type = t }
             switch type {
             case "default":
                 break
@@ -267,11 +362,44 @@ extension ForwardChecker {
                     let smooth = (original / wavelength - low) / (high - low)
                     return (1 - smooth) * f / factor + smooth * f
                 }
+            case "yarn":
+                guard let factor = number("factor"), let original = number("original_max_position_embeddings") else {
+                    throw ModelError.badConfig(
+                        file: "config.json", field: "rope_parameters",
+                        message: "yarn scaling needs factor and original_max_position_embeddings")
+                }
+                func mscale(_ scale: Double, _ m: Double = 1) -> Double { scale <= 1 ? 1 : 0.1 * m * log(scale) + 1 }
+                if let given = number("attention_factor") {
+                    attentionFactor = given
+                } else if let m = number("mscale"), let all = number("mscale_all_dim"), m != 0, all != 0 {
+                    attentionFactor = Double(Float(mscale(factor, m) / mscale(factor, all)))
+                } else {
+                    attentionFactor = mscale(factor)
+                }
+                let betaFast = number("beta_fast").flatMap { $0 == 0 ? nil : $0 } ?? 32
+                let betaSlow = number("beta_slow").flatMap { $0 == 0 ? nil : $0 } ?? 1
+                let d = Double(headDim)
+                func correction(_ rotations: Double) -> Double { d * log(original / (rotations * 2 * .pi)) / (2 * log(theta)) }
+                var low = correction(betaFast)
+                var high = correction(betaSlow)
+                if scaling["truncate"] != .bool(false) { (low, high) = (floor(low), ceil(high)) }
+                (low, high) = (max(low, 0), min(high, d - 1))
+                if low == high { high += 0.001 }
+                // HF computes the ramp and the blend in float32.
+                let (lowF, highF) = (Float(low), Float(high))
+                freq = (0..<headDim / 2).map { i in
+                    let base = Float(pow(theta, Double(2 * i) / d))
+                    let extrapolation = 1 / base
+                    let interpolation = 1 / (Float(factor) * base)
+                    let ramp = min(max((Float(i) - lowF) / (highF - lowF), 0), 1)
+                    let extrapolationFactor = 1 - ramp
+                    return Double(interpolation * (1 - extrapolationFactor) + extrapolation * extrapolationFactor)
+                }
             default:
                 throw ModelError.unsupported(
-                    message: "forward-check does not support rope_scaling type '\(type)' yet (default, linear and llama3 are)")
+                    message: "forward-check does not support rope type '\(type)' yet (default, linear, llama3 and yarn are)")
             }
-            return freq.map(Float.init)
+            return (freq.map(Float.init), Float(attentionFactor))
         }
     }
 }

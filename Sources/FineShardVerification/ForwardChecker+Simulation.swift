@@ -31,7 +31,19 @@ extension ForwardChecker {
         let tokens: [[Int]]
         /// Lengths of the independent sequences in every rank's rows.
         let segments: [[Int]]
+        /// Every rank's rows as (DP batch, position), the same token in both passes.
+        let rowIDs: [[RowID]]
+        /// MoE experts on their EP ranks (`--enable-expert-parallel`), or split over DP × TP.
+        let expertParallel: Bool
+        /// vllm-ascend `enable_shared_expert_dp` in effect (with EP and TP > 1): shared experts whole on every rank.
+        var sharedExpertDP = false
         let threads: Int
+        /// Where this pass records its probes and routing.
+        let trace: Trace
+        /// The dense pass's trace, for settling routing choices; nil in the dense pass.
+        let reference: Trace?
+        /// The routing margin below which another choice is a near-tie.
+        let tieTolerance: Float
 
         var world: Int { topology.worldSize }
 
@@ -124,6 +136,10 @@ extension ForwardChecker {
         func dequantize(_ w: inout Matrix, _ name: String, rank: Int) throws {
             guard name.hasSuffix(".weight") else { return }
             let prefix = String(name.dropLast("weight".count))
+            if let shape = try weights.shape(prefix + "weight_scale_inv", rank: rank) {
+                try dequantizeBlocks(&w, prefix + "weight_scale_inv", shape: shape, rank: rank)
+                return
+            }
             func perChannel(_ parameter: String) throws -> [Float]? {
                 let pname = prefix + parameter
                 guard let shape = try weights.shape(pname, rank: rank) else { return nil }
@@ -149,6 +165,29 @@ extension ForwardChecker {
                 for o in 0..<scale.count {
                     let (s, z) = (scale[o], offset?[o] ?? 0)
                     for i in o * cols..<(o + 1) * cols { data[i] = (data[i] - z) * s }
+                }
+            }
+        }
+
+        /// Dequantizes an FP8 block weight in place: `w[o, i] = q[o, i] · s[o / B₀, i / B₁]`, with the
+        /// `weight_scale_inv` of one float per `B₀ × B₁` block (`quantization_config.weight_block_size`,
+        /// DeepSeek-V3's 128 × 128) — vLLM's `Fp8LinearMethod` with `weight_block_size`. A shard is cut on
+        /// block boundaries (SPEC §4), so the rank's scale shard is the blocks of its own weight shard:
+        /// `[⌈rows / B₀⌉, ⌈cols / B₁⌉]` of the rank's rows and columns.
+        func dequantizeBlocks(_ w: inout Matrix, _ name: String, shape: [Int], rank: Int) throws {
+            let (b0, b1) = (arch.block[0], arch.block[1])
+            let expected = [(w.rows + b0 - 1) / b0, (w.cols + b1 - 1) / b1]
+            guard shape == expected else {
+                throw ForwardCheckError.layoutDisagrees(
+                    rank: rank, tensor: name,
+                    message:
+                        "has shape \(shape); the rank's weight is [\(w.rows), \(w.cols)], one scale per \(b0)×\(b1) block is \(expected)")
+            }
+            let scale = try weights.read(name, rank: rank, rows: nil)
+            let (rows, cols) = (w.rows, w.cols)
+            w.data.withUnsafeMutableBufferPointer { data in
+                for o in 0..<rows {
+                    for i in 0..<cols { data[o * cols + i] *= scale[(o / b0) * expected[1] + i / b1] }
                 }
             }
         }
@@ -195,48 +234,65 @@ extension ForwardChecker {
         /// `[T, hidden]` of an encoder).
         func run() throws -> [Matrix] {
             var x = try embed()
-            for l in 0..<arch.layers {
-                switch arch.kind {
-                case .decoder:
-                    var attention: [Matrix] = []
-                    for r in 0..<world {
-                        var h = x[r]
-                        Kernels.rmsNorm(&h, weight: try required(arch.name(l, .inputNorm), rank: r, count: arch.hidden), eps: arch.eps)
-                        attention.append(try attend(rank: r, layer: l, h))
-                    }
-                    let o = try project(layer: l, attention)
-                    var h: [Matrix] = []
-                    for r in 0..<world {
-                        x[r] += o[r]
-                        var y = x[r]
-                        Kernels.rmsNorm(&y, weight: try required(arch.name(l, .postNorm), rank: r, count: arch.hidden), eps: arch.eps)
-                        h.append(y)
-                    }
-                    let m = try mlp(layer: l, h)
-                    for r in 0..<world { x[r] += m[r] }
-                case .encoder:
-                    let attention = try (0..<world).map { try attend(rank: $0, layer: l, x[$0]) }
-                    let o = try project(layer: l, attention)
-                    for r in 0..<world {
-                        var y = o[r]
-                        y += x[r]
-                        try normalize(&y, arch.name(l, .attentionNorm, ""), rank: r)
-                        x[r] = y
-                    }
-                    let m = try mlp(layer: l, x)
-                    for r in 0..<world {
-                        var y = m[r]
-                        y += x[r]
-                        try normalize(&y, arch.name(l, .outputNorm, ""), rank: r)
-                        x[r] = y
-                    }
-                }
-            }
+            for l in 0..<arch.layers { x = try layer(l, x) }
             guard arch.kind == .decoder else { return x }
             for r in 0..<world {
                 Kernels.rmsNorm(&x[r], weight: try required(arch.finalNorm, rank: r, count: arch.hidden), eps: arch.eps)
             }
             return try logits(x)
+        }
+
+        /// One layer on every rank: its input hidden states to its output ones. Reads only this
+        /// layer's tensors (and of an MoE layer only the experts the tokens pick).
+        func layer(_ l: Int, _ input: [Matrix]) throws -> [Matrix] {
+            var x = input
+            switch arch.kind {
+            case .decoder:
+                var attention: [Matrix] = []
+                for r in 0..<world {
+                    var h = x[r]
+                    Kernels.rmsNorm(&h, weight: try required(arch.name(l, .inputNorm), rank: r, count: arch.hidden), eps: arch.eps)
+                    attention.append(try arch.mla.map { try attendMLA(rank: r, layer: l, h, $0) } ?? attend(rank: r, layer: l, h))
+                }
+                let o = try project(layer: l, attention)
+                var h: [Matrix] = []
+                for r in 0..<world {
+                    x[r] += o[r]
+                    var y = x[r]
+                    Kernels.rmsNorm(&y, weight: try required(arch.name(l, .postNorm), rank: r, count: arch.hidden), eps: arch.eps)
+                    h.append(y)
+                }
+                let m: [Matrix]
+                if let moe = arch.moe, moe.sparseLayers.contains(l) {
+                    m = try self.moe(layer: l, h, moe)
+                } else {
+                    m = try mlp(layer: l, h)
+                }
+                let sparse = arch.moe?.sparseLayers.contains(l) == true
+                let tensors =
+                    sparse ? [arch.moe!.prefix(l) + "experts"] : [arch.name(l, .gate), arch.name(l, .up), arch.name(l, .down)]
+                for r in 0..<world {
+                    record(.mlp, layer: l, rank: r, tensors: tensors, rows: rowIDs[r], columnOffset: 0, m[r])
+                    x[r] += m[r]
+                }
+            case .encoder:
+                let attention = try (0..<world).map { try attend(rank: $0, layer: l, x[$0]) }
+                let o = try project(layer: l, attention)
+                for r in 0..<world {
+                    var y = o[r]
+                    y += x[r]
+                    try normalize(&y, arch.name(l, .attentionNorm, ""), rank: r)
+                    x[r] = y
+                }
+                let m = try mlp(layer: l, x)
+                for r in 0..<world {
+                    var y = m[r]
+                    y += x[r]
+                    try normalize(&y, arch.name(l, .outputNorm, ""), rank: r)
+                    x[r] = y
+                }
+            }
+            return x
         }
 
         /// BERT's LayerNorm with parameters `prefix` + `weight` / `bias`.
@@ -318,8 +374,8 @@ extension ForwardChecker {
                     Kernels.rmsNorm(&perHead, weight: w, eps: arch.eps)
                     k.data = perHead.data
                 }
-                Kernels.rope(&q, heads: heads, headDim: d, positions: positions, invFreq: arch.invFreq)
-                Kernels.rope(&k, heads: kvHeads, headDim: d, positions: positions, invFreq: arch.invFreq)
+                Kernels.rope(&q, heads: heads, headDim: d, positions: positions, invFreq: arch.invFreq, scale: arch.ropeScale)
+                Kernels.rope(&k, heads: kvHeads, headDim: d, positions: positions, invFreq: arch.invFreq, scale: arch.ropeScale)
             }
             return Kernels.attention(
                 q: q, k: k, v: v, heads: heads, kvHeads: kvHeads, headDim: d, segments: segments[r], causal: arch.kind == .decoder)
@@ -330,7 +386,16 @@ extension ForwardChecker {
             let kind = GroupKind.fineGrained(.oProj)
             let n = topology.size(kind)
             let chunked = topology.isFineGrained(.oProj)
-            return try groupSum(kind) { r, i, sources in
+            let tensors =
+                arch.mla == nil
+                ? [arch.name(l, .q), arch.name(l, .k), arch.name(l, .v)]
+                : [arch.name(l, .qB), arch.name(l, .kvB)]
+            for r in 0..<world {
+                record(
+                    .attention, layer: l, rank: r, tensors: tensors, rows: rowIDs[r], columnOffset: topology.tpRank(r) * attention[r].cols,
+                    attention[r])
+            }
+            let out = try groupSum(kind) { r, i, sources in
                 let input = Matrix.stacking(
                     sources.map { s in
                         let width = attention[s].cols / n
@@ -340,6 +405,8 @@ extension ForwardChecker {
                 let bias = try vector(arch.name(l, .o, "bias"), rank: r, count: arch.hidden)
                 return Kernels.linear(input, weight: w, bias: i == 0 ? bias : nil, threads: threads)
             }
+            for r in 0..<world { record(.oProj, layer: l, rank: r, tensors: [arch.name(l, .o)], rows: rowIDs[r], columnOffset: 0, out[r]) }
+            return out
         }
 
         /// The dense MLP over the MLP group: gate/up (SiLU-gated) or intermediate (GELU), then down.

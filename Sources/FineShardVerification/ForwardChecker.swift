@@ -15,7 +15,14 @@ import Foundation
 /// o_proj shards swapped, gate and up swapped, a shifted vocab range or a split row-parallel bias all
 /// change the output. All arithmetic is float32; weights stored as bf16, f16 or f8 are widened exactly,
 /// and int8 W8A8 weights (Ascend / msModelSlim, per-output-channel `weight_scale` and `weight_offset`)
-/// are dequantized from the rank's own parameter shards (``Simulation/dequantize(_:_:rank:)``).
+/// and FP8 block weights (`weight_scale_inv`) are dequantized from the rank's own parameter shards
+/// (``Simulation/dequantize(_:_:rank:)``).
+///
+/// MoE models (DeepSeek-V2/V3 with MLA, Qwen2-MoE, Qwen3-MoE, Mixtral) route every token as their
+/// Hugging Face code does; the sharded pass dispatches it to the EP rank vLLM's expert map gives each
+/// chosen expert and combines the results (``Simulation/moe(layer:_:_:)``). Routing choices are
+/// settled against the dense pass's (near-ties are reported, not failed), and both passes record
+/// module outputs (``Trace``) so that a failure names the first module, rank and tensors that differ.
 public struct ForwardChecker: Sendable {
     public struct Options: Sendable {
         /// Token ids per DP rank (one list for every rank, or one per DP rank); nil: seeded.
@@ -76,9 +83,12 @@ public struct ForwardChecker: Sendable {
         let topology = RankTopology(dp: parallel.dp, tp: parallel.tp, finegrained: parallel.finegrained)
         let batches = try tokenBatches(dp: parallel.dp, arch: arch)
 
+        let denseTrace = Trace()
         let dense = try Simulation(
             arch: arch, weights: SourceWeights(checkpoint: source), topology: RankTopology(dp: 1, tp: 1, finegrained: FineGrainedConfig()),
-            paddedVocab: arch.vocab, tokens: [batches.flatMap { $0 }], segments: [batches.map(\.count)], threads: options.threads
+            paddedVocab: arch.vocab, tokens: [batches.flatMap { $0 }], segments: [batches.map(\.count)],
+            rowIDs: [batches.enumerated().flatMap { d, b in b.indices.map { RowID(batch: d, position: $0) } }], expertParallel: false,
+            threads: options.threads, trace: denseTrace, reference: nil, tieTolerance: options.tolerance
         ).run()[0]
         var denseBatches: [Matrix] = []
         var row = 0
@@ -88,18 +98,58 @@ public struct ForwardChecker: Sendable {
         }
 
         let pad = parallel.vocabPadding
-        let sharded = try Simulation(
+        let shardedTrace = Trace()
+        var shardedPass = Simulation(
             arch: arch, weights: ShardWeights(folder: folder, manifest: manifest), topology: topology,
             paddedVocab: (arch.vocab + pad - 1) / pad * pad,
             tokens: (0..<topology.worldSize).map { batches[topology.dpRank($0)] },
-            segments: (0..<topology.worldSize).map { [batches[topology.dpRank($0)].count] }, threads: options.threads
-        ).run()
+            segments: (0..<topology.worldSize).map { [batches[topology.dpRank($0)].count] },
+            rowIDs: (0..<topology.worldSize).map { r in
+                batches[topology.dpRank(r)].indices.map { RowID(batch: topology.dpRank(r), position: $0) }
+            },
+            expertParallel: parallel.expertParallel, threads: options.threads, trace: shardedTrace, reference: denseTrace,
+            tieTolerance: options.tolerance)
+        shardedPass.sharedExpertDP = parallel.enableSharedExpertDP == true && parallel.expertParallel && parallel.tp > 1
+        let sharded = try shardedPass.run()
 
-        let ranks = (0..<topology.worldSize).map { r in
+        var ranks = (0..<topology.worldSize).map { r in
             compare(
                 rank: r, dpRank: topology.dpRank(r), tpRank: topology.tpRank(r), tokens: batches[topology.dpRank(r)],
                 dense: denseBatches[topology.dpRank(r)], sharded: sharded[r])
         }
+        var differences = shardedTrace.differences(from: denseTrace, tolerance: options.tolerance)
+        if arch.moe != nil {
+            let routing = Dictionary(grouping: shardedTrace.routing, by: \.rank)
+            for i in ranks.indices {
+                let mine = routing[ranks[i].rank] ?? []
+                let differing = mine.filter { $0.outcome == .differs }
+                ranks[i].routing = mine
+                ranks[i].routingTies = mine.filter { $0.outcome == .tie }.count
+                ranks[i].routingDifferences = differing.count
+                ranks[i].minRoutingMargin = mine.map(\.margin).min()
+                for (layer, choices) in Dictionary(grouping: differing, by: \.layer).sorted(by: { $0.key < $1.key }) {
+                    let moe = arch.moe!
+                    differences.append(
+                        ForwardCheckReport.Difference(
+                            rank: ranks[i].rank, layer: layer,
+                            module:
+                                "routing (\(choices.count) of \(mine.filter { $0.layer == layer }.count) tokens choose other experts than the dense pass, margins ≥ \(Self.scientific(options.tolerance)))",
+                            tensors: [moe.router(layer)] + (moe.correctionBias ? [moe.bias(layer)] : []), maxRelError: 1,
+                            stage: Stage.router.rawValue))
+                }
+                if !differing.isEmpty {
+                    ranks[i].passed = false
+                    ranks[i].problem =
+                        (ranks[i].problem.map { $0 + "; " } ?? "rank \(ranks[i].rank) (dp \(ranks[i].dpRank), tp \(ranks[i].tpRank)): ")
+                        + "\(differing.count) routing choices differ from the dense pass beyond the tolerance"
+                }
+            }
+        }
+        // Only the earliest differing modules: later ones differ because their inputs do.
+        if let first = differences.map({ ($0.layer, $0.stage) }).min(by: { $0 < $1 }) {
+            differences = differences.filter { ($0.layer, $0.stage) == first }
+        }
+        let routingChoices = arch.moe == nil ? nil : shardedTrace.routing.count
         let denseOutputs =
             options.includeDense
             ? batches.indices.map {
@@ -112,7 +162,11 @@ public struct ForwardChecker: Sendable {
             folder: folder, architecture: arch.name, output: arch.kind == .decoder ? .logits : .lastHiddenState,
             layout: parallel.layout.rawValue, format: parallel.format.rawValue, dp: parallel.dp, tp: parallel.tp,
             finegrained: parallel.finegrained, tolerance: options.tolerance, ranks: ranks, dense: denseOutputs,
-            ok: ranks.allSatisfy(\.passed), seconds: Date().timeIntervalSince(start), peakRSSBytes: peakRSS())
+            routingChoices: routingChoices,
+            routingTies: routingChoices.map { _ in shardedTrace.routing.filter { $0.outcome == .tie }.count },
+            routingDifferences: routingChoices.map { _ in shardedTrace.routing.filter { $0.outcome == .differs }.count },
+            firstDifferences: differences, ok: ranks.allSatisfy(\.passed) && differences.isEmpty, seconds: Date().timeIntervalSince(start),
+            peakRSSBytes: peakRSS())
     }
 
     /// The manifest must describe this source: every source tensor it lists, with the same dtype and shape.
@@ -165,6 +219,12 @@ public struct ForwardChecker: Sendable {
             }
             if let limit = arch.maxPositions, arch.kind == .encoder, b.count > limit {
                 throw ForwardCheckError.badTokens(message: "DP rank \(d) has \(b.count) tokens; the model has \(limit) positions")
+            }
+            if let window = arch.slidingWindow, b.count > window {
+                throw ForwardCheckError.badTokens(
+                    message:
+                        "DP rank \(d) has \(b.count) tokens, more than the sliding_window of \(window); forward-check computes full causal attention, so give at most \(window)"
+                )
             }
         }
         return batches

@@ -170,23 +170,35 @@ enum Kernels {
 
     /// Rotary position embedding in the Hugging Face Llama form (`apply_rotary_pos_emb` with
     /// `rotate_half`, the "neox" style of vLLM's `get_rope(is_neox_style=True)`): for each head, the
-    /// pairs `(x[i], x[i + d/2])` rotate by `position · invFreq[i]`. `x` is `[T, heads·d]`;
-    /// `positions` gives each row's position.
-    static func rope(_ x: inout Matrix, heads: Int, headDim: Int, positions: [Int], invFreq: [Float]) {
+    /// pairs `(x[i], x[i + d/2])` rotate by `position · invFreq[i]`. `x` is `[T, heads·stride]` and the
+    /// rotated part of a head is its `headDim` columns from `offset` (MLA rotates only the last
+    /// `qk_rope_head_dim` columns of a query head); `positions` gives each row's position.
+    ///
+    /// `interleaved` rotates the pairs `(x[2i], x[2i + 1])` instead — DeepSeek's layout
+    /// (`apply_rotary_emb` of DeepSeek-V2 on complex pairs, `apply_rotary_pos_emb_interleave` of
+    /// DeepSeek-V3 with `rope_interleave`). V3 writes the rotated pairs de-interleaved, V2 in place;
+    /// q and k get the same permutation, so their dot products — all attention reads — are equal.
+    /// `scale` multiplies cos and sin (YaRN's `attention_factor`, HF `attention_scaling`).
+    static func rope(
+        _ x: inout Matrix, heads: Int, headDim: Int, positions: [Int], invFreq: [Float], stride: Int? = nil, offset: Int = 0,
+        interleaved: Bool = false, scale: Float = 1
+    ) {
         let half = headDim / 2
-        precondition(x.cols == heads * headDim && invFreq.count == half && positions.count == x.rows)
+        let stride = stride ?? headDim
+        precondition(x.cols == heads * stride && invFreq.count == half && positions.count == x.rows && offset + headDim <= stride)
         for t in 0..<x.rows {
-            // HF computes freqs = position · inv_freq in float32, then cos/sin of that.
+            // HF computes freqs = position · inv_freq in float32, then cos/sin of that (times attention_scaling).
             let angles = invFreq.map { Float(positions[t]) * $0 }
-            let cosines = angles.map { Float(cos(Double($0))) }
-            let sines = angles.map { Float(sin(Double($0))) }
+            let cosines = angles.map { Float(cos(Double($0))) * scale }
+            let sines = angles.map { Float(sin(Double($0))) * scale }
             for h in 0..<heads {
-                let base = t * x.cols + h * headDim
+                let base = t * x.cols + h * stride + offset
                 for i in 0..<half {
-                    let a = x.data[base + i]
-                    let b = x.data[base + i + half]
-                    x.data[base + i] = a * cosines[i] - b * sines[i]
-                    x.data[base + i + half] = b * cosines[i] + a * sines[i]
+                    let (ia, ib) = interleaved ? (base + 2 * i, base + 2 * i + 1) : (base + i, base + i + half)
+                    let a = x.data[ia]
+                    let b = x.data[ib]
+                    x.data[ia] = a * cosines[i] - b * sines[i]
+                    x.data[ib] = b * cosines[i] + a * sines[i]
                 }
             }
         }
@@ -195,13 +207,17 @@ enum Kernels {
     /// Scaled dot-product attention per sequence (`eager_attention_forward` in `modeling_llama.py`,
     /// `BertSelfAttention`): `softmax(q·kᵀ/√d (+ causal mask)) · v`, query head `h` reading kv head
     /// `h / (heads / kvHeads)` (`repeat_kv`). `q` is `[T, heads·d]`, `k`/`v` `[T, kvHeads·d]`;
-    /// `segments` are the lengths of the independent sequences stacked in the rows.
-    static func attention(q: Matrix, k: Matrix, v: Matrix, heads: Int, kvHeads: Int, headDim: Int, segments: [Int], causal: Bool) -> Matrix
-    {
-        precondition(q.cols == heads * headDim && k.cols == kvHeads * headDim && v.cols == kvHeads * headDim && heads % kvHeads == 0)
-        var out = Matrix(rows: q.rows, cols: q.cols)
+    /// `segments` are the lengths of the independent sequences stacked in the rows. MLA heads have
+    /// values of another width (`valueDim`, `v_head_dim`) and their own softmax `scale`.
+    static func attention(
+        q: Matrix, k: Matrix, v: Matrix, heads: Int, kvHeads: Int, headDim: Int, valueDim: Int? = nil, scale: Float? = nil,
+        segments: [Int], causal: Bool
+    ) -> Matrix {
+        let valueDim = valueDim ?? headDim
+        precondition(q.cols == heads * headDim && k.cols == kvHeads * headDim && v.cols == kvHeads * valueDim && heads % kvHeads == 0)
+        var out = Matrix(rows: q.rows, cols: heads * valueDim)
         let group = heads / kvHeads
-        let scale = 1 / Float(headDim).squareRoot()
+        let scale = scale ?? 1 / Float(headDim).squareRoot()
         var start = 0
         q.data.withUnsafeBufferPointer { qb in
             k.data.withUnsafeBufferPointer { kb in
@@ -220,11 +236,11 @@ enum Kernels {
                                 scores[j] = Float(exp(Double(scores[j] - top)))
                                 total += scores[j]
                             }
-                            let o = (start + i) * out.cols + h * headDim
+                            let o = (start + i) * out.cols + h * valueDim
                             for j in 0..<visible {
                                 let p = scores[j] / total
-                                let vj = (start + j) * v.cols + kvHead * headDim
-                                for e in 0..<headDim { out.data[o + e] += p * v.data[vj + e] }
+                                let vj = (start + j) * v.cols + kvHead * valueDim
+                                for e in 0..<valueDim { out.data[o + e] += p * v.data[vj + e] }
                             }
                         }
                     }
@@ -237,6 +253,17 @@ enum Kernels {
 
     /// SiLU (`torch.nn.functional.silu`, Llama `hidden_act: "silu"`): `x · σ(x)`.
     static func silu(_ x: Float) -> Float { x / (1 + Float(exp(Double(-x)))) }
+
+    /// The logistic sigmoid (`torch.sigmoid`: DeepSeek-V3 router scores, Qwen2-MoE `shared_expert_gate`).
+    static func sigmoid(_ x: Float) -> Float { 1 / (1 + Float(exp(Double(-x)))) }
+
+    /// `torch.softmax` over a row, in float32 (max subtracted first).
+    static func softmax(_ x: [Float]) -> [Float] {
+        let top = x.max() ?? 0
+        let e = x.map { Float(exp(Double($0 - top))) }
+        let total = e.reduce(0, +)
+        return e.map { $0 / total }
+    }
 
     /// Exact GELU (`ACT2FN["gelu"]`, BERT `hidden_act: "gelu"`): `x/2 · (1 + erf(x/√2))`.
     static func gelu(_ x: Float) -> Float { Float(0.5 * Double(x) * (1 + erf(Double(x) / 2.0.squareRoot()))) }

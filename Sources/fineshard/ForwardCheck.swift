@@ -15,10 +15,18 @@ struct ForwardCheck: ParsableCommand {
             the dense ones: max absolute error, max relative error (to the largest dense value) and top-1 \
             agreement. All arithmetic is float32. Exit code 1 when a rank differs by more than the tolerance.
 
-            Supported: the Llama family (Llama, Mistral, Qwen2, Qwen3; tied or untied) and BERT encoders, \
-            hf and vllm layouts, safetensors and HDF5 output; int8 W8A8 weights are dequantized with their \
-            per-channel weight_scale / weight_offset (activation scales are not simulated). Other \
-            architectures and other quantized weights exit 2.
+            MoE models route every token as their Hugging Face code does and, with expert parallelism, \
+            dispatch it to the rank vLLM's expert map gives each chosen expert and combine the results \
+            (all-to-all); without it, every rank computes its slice of every expert. Every routing choice \
+            is reported with its margin; a choice that differs from the dense one with a margin below the \
+            tolerance is a near-tie (reported, not a failure), any other difference fails. When outputs \
+            differ, the first module that differs is named with its rank and tensors.
+
+            Supported: the Llama family (Llama, Mistral, Qwen2, Qwen3; tied or untied), DeepSeek-V2/V3 \
+            (MLA, routed and shared experts), Qwen2-MoE, Qwen3-MoE, Mixtral and BERT encoders, hf and vllm \
+            layouts, safetensors and HDF5 output; int8 W8A8 weights are dequantized with their per-channel \
+            weight_scale / weight_offset (activation scales are not simulated) and FP8 weights with their \
+            weight_scale_inv blocks. Other architectures and other quantized weights exit 2.
 
             Example:
               fineshard shard fixtures/tiny-llama -o out --dp 4 \\
@@ -73,17 +81,27 @@ struct ForwardCheck: ParsableCommand {
             } else {
                 for r in report.ranks {
                     let top = r.shardedTop5.first.map { "top-1 \($0.id)" } ?? ""
+                    let routing =
+                        r.routing.map { choices in
+                            ", routing \(choices.count) choices (min margin \(r.minRoutingMargin.map { String(format: "%.2e", $0) } ?? "-"), \(r.routingTies ?? 0) ties, \(r.routingDifferences ?? 0) differ)"
+                        } ?? ""
                     print(
                         "rank \(r.rank) (dp \(r.dpRank), tp \(r.tpRank)): \(r.tokens.count) tokens, max abs \(String(format: "%.2e", r.maxAbsError)), "
-                            + "max rel \(String(format: "%.2e", r.maxRelError)), top-1 agrees \(r.top1Agreement)/\(r.positions), \(top) — \(r.passed ? "ok" : "MISMATCH")"
+                            + "max rel \(String(format: "%.2e", r.maxRelError)), top-1 agrees \(r.top1Agreement)/\(r.positions), \(top)\(routing) — \(r.passed ? "ok" : "MISMATCH")"
                     )
                 }
-                for problem in report.failures { print("MISMATCH: \(problem)") }
+                if let choices = report.routingChoices {
+                    print(
+                        "routing: \(choices) choices, \(report.routingTies ?? 0) near-ties (margin below \(String(format: "%.0e", report.tolerance))), \(report.routingDifferences ?? 0) differences"
+                    )
+                }
+                for problem in report.ranks.compactMap(\.problem) { print("MISMATCH: \(problem)") }
+                for difference in report.firstDifferences { print("FIRST DIFFERENCE: \(difference.description)") }
                 let what = report.output == .logits ? "logits" : "last hidden states"
                 print(
                     report.ok
                         ? "forward-check passed: \(report.ranks.count) ranks' \(what) match the dense \(report.architecture) within \(String(format: "%.0e", report.tolerance)) (\(String(format: "%.1f", report.seconds)) s, peak RSS \(TextReport.bytes(report.peakRSSBytes)))"
-                        : "forward-check FAILED: \(report.failures.count) of \(report.ranks.count) ranks differ from the dense \(report.architecture)"
+                        : "forward-check FAILED: \(report.ranks.filter { !$0.passed }.count) of \(report.ranks.count) ranks differ from the dense \(report.architecture)"
                 )
             }
             if !report.ok { throw ExitCode(1) }
