@@ -105,10 +105,13 @@ public struct AdditionalConfig: Sendable, Equatable {
         let allKeys = FineGrainedConfig.vllmKeys.map(\.0) + ["olora_tensor_parallel_size"]
         for key in fields.keys.sorted() {
             guard known[key] != nil || key == "olora_tensor_parallel_size" else {
-                notes.append(
-                    "--additional-config: finegrained_tp_config key '\(key)' is unknown; ignored (known: \(allKeys.joined(separator: ", ")))"
+                // vllm-ascend raises "Config has no attribute" too; a typo must not silently drop a group.
+                let closest = allKeys.min { editDistance(key, $0) < editDistance(key, $1) }!
+                throw PlanError.badOption(
+                    option: "--additional-config",
+                    message:
+                        "finegrained_tp_config has no key '\(key)'; did you mean \(closest)? (known: \(allKeys.joined(separator: ", ")))"
                 )
-                continue
             }
             guard case .number(let number) = fields[key]!, let value = Int(exactly: number), value >= 0 else {
                 throw PlanError.badOption(
@@ -119,7 +122,8 @@ public struct AdditionalConfig: Sendable, Equatable {
                 if value > 0 {
                     throw Self.refuse(
                         "finegrained_tp_config.olora_tensor_parallel_size",
-                        "\(value) shards DeepSeek-V4's o_lora over its own group; not supported yet (use 0)")
+                        "\(value) shards DeepSeek-V4's o_lora (wo_a) over its own group; vllm-ascend knows this key but fineshard does not apply it: not supported yet (use 0 or leave it out)"
+                    )
                 }
                 continue
             }
@@ -147,4 +151,20 @@ public struct AdditionalConfig: Sendable, Equatable {
             }
         }
     }
+}
+
+/// Levenshtein distance between two strings (by Unicode scalars), for "did you mean" suggestions.
+package func editDistance(_ a: String, _ b: String) -> Int {
+    let a = Array(a.unicodeScalars)
+    let b = Array(b.unicodeScalars)
+    var previous = Array(0...b.count)
+    for i in 1...max(a.count, 1) where !a.isEmpty {
+        var current = [i] + Array(repeating: 0, count: b.count)
+        for j in stride(from: 1, through: b.count, by: 1) {
+            let cost = a[i - 1] == b[j - 1] ? 0 : 1
+            current[j] = Swift.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+        }
+        previous = current
+    }
+    return a.isEmpty ? b.count : previous[b.count]
 }

@@ -71,7 +71,11 @@ struct ForwardCheck: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let checkpoint = try Checkpoint.open(source)
+            try requireOutputFolder(output, command: "forward-check")
+            try FolderKind.refuseAsCheckpoint(
+                source, option: "--source",
+                hint: "--source takes the dense checkpoint the shards were made from (did you swap OUT and --source?)")
+            let checkpoint = try namingInput(source) { try Checkpoint.open(source) }
             let options = ForwardChecker.Options(
                 tokens: try tokens.map(ForwardChecker.parseTokens), seed: seed, tokensPerRank: tokensPerRank, tolerance: tolerance,
                 threads: threads ?? ProcessInfo.processInfo.activeProcessorCount, includeDense: includeDense)

@@ -23,6 +23,9 @@ struct Merge: ParsableCommand {
     @Option(help: ArgumentHelp("Largest file of the dense checkpoint (e.g. 5GiB).", valueName: "size"))
     var maxFileSize = ByteSize("5GiB")
 
+    @Flag(help: "Write into a non-empty output folder (never into the shard folder itself).")
+    var force = false
+
     @OptionGroup var outputOptions: OutputOptions
 
     func validate() throws { try reportingErrors { _ = try maxFileSizeBytes() } }
@@ -33,9 +36,28 @@ struct Merge: ParsableCommand {
         try reportingErrors {
             TemporaryFiles.removeOnSignals()
             let size = try maxFileSizeBytes()
+            try refuseMergeOutput(shards: shards, output: output, force: force)
             let files = try Merger(folder: shards, output: output, maxFileSize: size).merge()
-            if outputOptions.json { return try printJSON(files) }
+            if outputOptions.json { return try printJSON(MergeReport(output: output, files: files)) }
             print("wrote \(files.count) file(s), \(TextReport.bytes(files.reduce(0) { $0 + $1.bytes })) to \(output)")
         }
+    }
+}
+
+/// `merge --json`: one object (docs/JSON.md).
+struct MergeReport: Encodable {
+    var output: String
+    var files: [WrittenFile]
+    var totalBytes: Int
+
+    enum CodingKeys: String, CodingKey {
+        case output, files
+        case totalBytes = "total_bytes"
+    }
+
+    init(output: String, files: [WrittenFile]) {
+        self.output = output
+        self.files = files
+        totalBytes = files.reduce(0) { $0 + $1.bytes }
     }
 }

@@ -7,7 +7,8 @@ struct Plan: ParsableCommand {
         abstract: "Validate a parallel configuration against a model and show what every rank holds, writing nothing.",
         discussion: """
             Reads safetensors headers only. Prints per-rank bytes and, per component, the bytes per rank \
-            without and with its fine-grained TP group (the memory table of vllm-ascend's Fine-Grained TP guide).
+            without and with its fine-grained TP group (the memory table of vllm-ascend's Fine-Grained TP guide). \
+            --ranks lists those ranks' tensors, files and bytes (text and --json).
 
             Example (the seed's DeepSeek-R1 decode configuration):
               fineshard plan DeepSeek-R1/ --dp 32 --enable-expert-parallel \\
@@ -20,14 +21,25 @@ struct Plan: ParsableCommand {
     )
 
     @OptionGroup var options: PlanOptions
+    @Option(help: ArgumentHelp("List the tensors, files and bytes of these ranks, e.g. 0-1,7.", valueName: "list"))
+    var ranks: String?
+
     @OptionGroup var output: OutputOptions
+
+    func validate() throws {
+        if let ranks { try reportingErrors { _ = try ShardOptions.parseRanks(ranks, worldSize: .max) } }
+    }
 
     func run() throws {
         try reportingErrors {
             let (_, plan) = try options.makePlan()
             let report = PlanReport(plan)
-            if output.json { return try printJSON(report) }
+            let contents = try ranks.map { list in
+                try ShardOptions.parseRanks(list, worldSize: plan.topology.worldSize).map { RankContents(plan.rank($0)) }
+            }
+            if output.json { return try printJSON(PlanJSON(report: report, ranks: contents)) }
             print(TextReport.plan(report))
+            for rank in contents ?? [] { print("\n" + rank.text) }
         }
     }
 }

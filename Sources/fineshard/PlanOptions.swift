@@ -7,8 +7,8 @@ struct PlanOptions: ParsableArguments {
     @Argument(help: "The dense checkpoint: a .safetensors or HDF5 file, or a folder (with or without model.safetensors.index.json).")
     var checkpoint: String
 
-    @Option(help: "Data-parallel size.")
-    var dp: Int
+    @Option(help: "Data-parallel size (1 for plain tensor parallelism).")
+    var dp = 1
 
     @Option(help: "Global tensor-parallel size.")
     var tp = 1
@@ -50,6 +50,10 @@ struct PlanOptions: ParsableArguments {
                     throw PlanError.badOption(option: "--additional-config", message: "cannot read file '\(path)'")
                 }
                 json = String(decoding: data, as: UTF8.self)
+            } else if !json.trimmingCharacters(in: .whitespaces).hasPrefix("{"), FileManager.default.fileExists(atPath: json) {
+                throw PlanError.badOption(
+                    option: "--additional-config",
+                    message: "'\(json)' is a file, not JSON; to read the JSON from it write --additional-config @\(json)")
             }
             additional = try AdditionalConfig.parse(json)
         }
@@ -73,8 +77,12 @@ struct PlanOptions: ParsableArguments {
     /// Opens the checkpoint and plans it.
     func makePlan() throws -> (Checkpoint, ShardPlan) {
         let (parallel, notes) = try parallel()
-        let opened = try Checkpoint.open(checkpoint, maxTensors: maxTensors)
-        return (opened, try ShardPlan.make(opened, parallel: parallel, strict: strict, notes: notes))
+        try FolderKind.refuseAsCheckpoint(
+            checkpoint, hint: "plan and shard take the dense checkpoint (`fineshard inspect \(checkpoint)` describes this folder)")
+        return try namingInput(checkpoint) {
+            let opened = try Checkpoint.open(checkpoint, maxTensors: maxTensors)
+            return (opened, try ShardPlan.make(opened, parallel: parallel, strict: strict, notes: notes))
+        }
     }
 }
 

@@ -68,6 +68,7 @@ struct Shard: ParsableCommand {
     func run() throws {
         try reportingErrors {
             TemporaryFiles.removeOnSignals()
+            try refuseShardOutput(source: options.checkpoint, output: output)
             let (checkpoint, plan) = try options.makePlan()
             var shardOptions = ShardOptions(output: output)
             if let ranks { shardOptions.ranks = try ShardOptions.parseRanks(ranks, worldSize: plan.topology.worldSize) }

@@ -39,7 +39,13 @@ struct Verify: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let checkpoint = try source.map { try Checkpoint.open($0) }
+            try requireOutputFolder(output, command: "verify")
+            if let source {
+                try FolderKind.refuseAsCheckpoint(
+                    source, option: "--source",
+                    hint: "--source takes the dense checkpoint the shards were made from (did you swap OUT and --source?)")
+            }
+            let checkpoint = try source.map { path in try namingInput(path) { try Checkpoint.open(path) } }
             let progress = ProgressDisplay(quiet: quiet || outputOptions.json)
             let verifier = Verifier(folder: output, threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
             let report = try verifier.verify(source: checkpoint) { progress.update(done: $0, total: $1) }
