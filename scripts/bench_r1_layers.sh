@@ -162,7 +162,7 @@ except Exception:
 parts = []
 if "ok" in r:
     parts.append("passed" if r["ok"] else f"FAILED ({len(r.get('failures', []))} failures)")
-rel = [x.get("maxRelError") for x in r.get("ranks", []) if isinstance(x, dict) and x.get("maxRelError") is not None]
+rel = [x.get("max_rel_error") for x in r.get("ranks", []) if isinstance(x, dict) and x.get("max_rel_error") is not None]
 if rel:
     parts.append(f"max rel error {max(rel):.2e} over {len(rel)} ranks")
 print(", ".join(parts))
