@@ -1,6 +1,5 @@
 import FineShardFormats
 import FineShardModel
-import FineShardOutput
 import FineShardPlanning
 import Foundation
 

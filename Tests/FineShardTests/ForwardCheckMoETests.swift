@@ -2,9 +2,7 @@ import Foundation
 import Testing
 
 @testable import FineShard
-@testable import FineShardFormats
-@testable import FineShardModel
-@testable import FineShardOutput
+@testable import FineShardExecution
 @testable import FineShardPlanning
 @testable import FineShardVerification
 
