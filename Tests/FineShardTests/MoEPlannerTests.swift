@@ -488,3 +488,61 @@ func layerAndExpert(_ name: String) -> (Int, Int)? {
         #expect(config.notes.contains { $0.contains("'dynamic_eplb'") })
     }
 }
+
+/// `fineshard plan` on a Qwen3-MoE checkpoint written in a temporary folder with transformers' names
+/// and config.json: refusals are exit 2 naming the key or the numbers.
+@Suite struct MoEPlanCommandTests {
+    func writeCheckpoint(_ shape: MoEShape, in dir: TemporaryFolder) throws {
+        let tensors = shape.tensors.map { t in
+            (TensorSpec(name: t.name, dtype: t.dtype, shape: t.shape), [UInt8](repeating: 0, count: t.byteCount))
+        }
+        try writeSafetensors(dir.file("model.safetensors"), tensors, metadata: ["format": "pt"])
+        try Data(shape.configJSON.utf8).write(to: URL(fileURLWithPath: dir.file("config.json")))
+    }
+
+    @Test func refusedMoEConfigurationsExitTwoNamingTheKeyOrTheNumbers() throws {
+        let dir = try TemporaryFolder()
+        defer { dir.remove() }
+        let shape = MoEShape(kind: .qwen3, heads: 4, kvHeads: 2, vocab: 128, experts: 6, perToken: 2)
+        try writeCheckpoint(shape, in: dir)
+        let cases: [([String], [String])] = [
+            (["--dp", "4", "--enable-expert-parallel"], ["6 routed experts", "num_experts", "4"]),
+            (
+                ["--dp", "2", "--additional-config", #"{"eplb_config": {"num_redundant_experts": 2}}"#],
+                ["eplb_config.num_redundant_experts"]
+            ),
+            (
+                ["--dp", "2", "--additional-config", #"{"eplb_config": {"expert_map_path": "/maps/x.json"}}"#],
+                ["eplb_config.expert_map_path"]
+            ),
+            (["--dp", "2", "--additional-config", #"{"init_redundancy_expert": 2}"#], ["init_redundancy_expert"]),
+        ]
+        for (arguments, expected) in cases {
+            let r = try run(fineshardBinary, ["plan", dir.path] + arguments)
+            #expect(r.status == 2, "\(arguments): \(r.stderr)")
+            for text in expected { #expect(r.stderr.contains(text), "\(arguments): \(r.stderr)") }
+        }
+    }
+
+    @Test func anEPPlanWithEveryFineGrainedSizeRunsWithoutTheDenseModelWarning() throws {
+        let dir = try TemporaryFolder()
+        defer { dir.remove() }
+        let shape = MoEShape(kind: .qwen3, heads: 4, kvHeads: 2, vocab: 128, sparseStep: 2)
+        try writeCheckpoint(shape, in: dir)
+        let config =
+            #"{"finegrained_tp_config": {"embedding_tensor_parallel_size": 2, "lmhead_tensor_parallel_size": 2, "mlp_tensor_parallel_size": 2}, "enable_shared_expert_dp": true}"#
+        let r = try run(
+            fineshardBinary, ["plan", dir.path, "--dp", "4", "--enable-expert-parallel", "--additional-config", config, "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let report = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        let warnings = report["warnings"] as! [String]
+        #expect(!warnings.contains { $0.contains("only for MoE models") }, "\(warnings)")
+        let model = report["model"] as! [String: Any]
+        #expect(model["moe_layers"] as? [Int] == [1])
+        #expect(model["n_routed_experts"] as? Int == 4)
+        #expect((report["notes"] as! [String]).contains { $0.contains("enable_shared_expert_dp has no effect") })
+        // 4 experts over 4 ranks: one expert's 3 projections of [8, 16] bf16 on each rank.
+        let perRank = report["bytes_per_rank"] as! [Int]
+        #expect(Set(perRank).count == 1)
+    }
+}

@@ -35,12 +35,21 @@ What transformers 5.19 does with the config dialects (checked on this machine):
     pairs); scoring_func / topk_method are kept as plain attributes but never read — DeepseekV3's router
     is always sigmoid + e_score_correction_bias for selection + group score = sum of the top two
     (noaux_tc). The softmax scale is qk_head_dim^-0.5 * mscale(factor, mscale_all_dim)^2 with
-    mscale(s, m) = 0.1 m ln s + 1.
+    mscale(s, m) = 0.1 m ln s + 1. Also kept but never read: seq_aux, aux_loss_alpha, ep_size,
+    pretraining_tp and moe_layer_freq (every layer from first_k_dense_replace on is MoE). No MTP module:
+    num_nextn_predict_layers changes nothing in the forward pass.
   - save_pretrained writes rope_parameters (rope_theta and rope_type inside) and rope_interleave: true,
-    and no scoring_func / topk_method; transformers >= 5 holds experts as stacked 3-D parameters
-    (experts.gate_up_proj [E, 2I, H], experts.down_proj [E, H, I]) but saves and loads them under the
-    per-expert names (mlp.experts.N.gate_proj.weight …; Mixtral block_sparse_moe.experts.N.w1/w2/w3 and
-    block_sparse_moe.gate) through its conversion mapping.
+    and no scoring_func / topk_method; "dtype" where older configs have "torch_dtype"; for DeepSeek-V2/V3
+    it writes "head_dim" = qk_rope_head_dim (16 here, not the q/k head size 32) and "qk_head_dim"
+    = qk_nope_head_dim + qk_rope_head_dim: a reader must not take head_dim as the attention head
+    size. The safetensors file is created mode 0600.
+  - transformers >= 5 holds experts as stacked 3-D parameters (experts.gate_up_proj [E, 2I, H],
+    experts.down_proj [E, H, I]) but saves and loads them under the per-expert names
+    (mlp.experts.N.{gate,up,down}_proj.weight; Mixtral block_sparse_moe.experts.N.w1/w2/w3.weight and
+    block_sparse_moe.gate.weight) through its conversion mapping. Qwen2-MoE adds
+    mlp.shared_expert.{gate,up,down}_proj.weight and mlp.shared_expert_gate.weight [1, H] (sigmoid gate);
+    Qwen3-MoE has q_norm / k_norm and no shared expert; Qwen's dense layers (mlp_only_layers) keep
+    mlp.{gate,up,down}_proj. Mixtral has no dense layers.
   - DeepseekV2's router (topk_method greedy / group_limited_greedy, softmax scores, a group's score is its
     max) never renormalizes the top-k weights: norm_topk_prob is ignored, so the models written here set
     it false. DeepseekV2 always rotates interleaved pairs (view_as_complex).

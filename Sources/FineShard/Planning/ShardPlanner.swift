@@ -125,7 +125,7 @@ public struct ShardPlanner {
     var expertCountField: String {
         switch model.facts.architecture {
         case let a where a.hasPrefix("Mixtral"): "num_local_experts"
-        case let a where a.hasPrefix("Qwen"): "num_experts"
+        case let a where a.hasPrefix("Qwen"): "num_experts / num_local_experts"
         default: "n_routed_experts"
         }
     }
