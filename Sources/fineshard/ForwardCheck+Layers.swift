@@ -30,7 +30,7 @@ extension ForwardCheck {
         let layers = report.layers.map { String($0.layer) }.joined(separator: ", ")
         print(
             report.ok
-                ? "forward-check passed: layers \(layers) of \(report.architecture) match the dense layers on every rank within \(String(format: "%.0e", report.tolerance)); read \(TextReport.bytes(report.sourceBytesRead)) source + \(TextReport.bytes(report.shardBytesRead)) shards\(io) (\(String(format: "%.1f", report.seconds)) s, peak RSS \(TextReport.bytes(report.peakRSSBytes)))"
+                ? "forward-check passed: layer\(report.layers.count == 1 ? "" : "s") \(layers) of \(report.architecture) match the dense layers on every rank within \(String(format: "%.0e", report.tolerance)); read \(TextReport.bytes(report.sourceBytesRead)) source + \(TextReport.bytes(report.shardBytesRead)) shards\(io) (\(String(format: "%.1f", report.seconds)) s, peak RSS \(TextReport.bytes(report.peakRSSBytes)))"
                 : "forward-check FAILED: \(report.layers.filter { !$0.passed }.count) of \(report.layers.count) layers differ from the dense \(report.architecture)"
         )
     }

@@ -12,7 +12,9 @@ struct ForwardCheckLayersTests {
     static let deepseek = Environment.root + "/fixtures/tiny-deepseek-v3"
 
     /// Runs `forward-check --layers LIST --json`; returns the exit status, the report and stderr.
-    func layerCheck(_ out: String, source: String, _ layers: String, _ arguments: [String] = []) throws -> (
+    func layerCheck(
+        _ out: String, source: String, _ layers: String, _ arguments: [String] = []
+    ) throws -> (
         Int32, LayerCheckReport?, String
     ) {
         let result = try run(fineshardBinary, ["forward-check", out, "--source", source, "--json", "--layers", layers] + arguments)
@@ -21,10 +23,14 @@ struct ForwardCheckLayersTests {
 
     static let cases: [(String, [String], Int)] = [
         ("tiny-deepseek-v3", ["--dp", "4", "--enable-expert-parallel", "--additional-config", ForwardCheckTests.everyComponent(2)], 3),
-        ("tiny-deepseek-v3-w8a8", ["--dp", "4", "--enable-expert-parallel", "--additional-config", ForwardCheckTests.everyComponent(2)], 3),
+        (
+            "tiny-deepseek-v3-w8a8", ["--dp", "4", "--enable-expert-parallel", "--additional-config", ForwardCheckTests.everyComponent(2)],
+            3
+        ),
         ("tiny-deepseek-v3-fp8", ["--dp", "2", "--tp", "2", "--enable-expert-parallel"], 3),
         ("tiny-deepseek-v3", ["--dp", "4", "--additional-config", ForwardCheckTests.everyComponent(2)], 3),
-        ("tiny-llama", ["--dp", "2", "--tp", "2", "--additional-config", finegrained(oProj: 2, mlp: 2)], 2),
+        ("tiny-llama", ["--dp", "4", "--additional-config", finegrained(embedding: 2, oProj: 2, mlp: 2)], 2),
+        ("tiny-llama", ["--dp", "2", "--tp", "2", "--additional-config", finegrained(mlp: 2)], 2),
     ]
 
     @Test("every layer checked on its own agrees with the full-model run", arguments: cases)
@@ -118,7 +124,9 @@ struct ForwardCheckLayersTests {
         let gate = "model.layers.1.mlp.experts.\(a).gate_proj.weight"
         #expect(layer.firstDifferences.contains { $0.rank == ra && $0.tensors == [gate] }, "\(layer.firstDifferences)")
         let text = try run(fineshardBinary, ["forward-check", out, "--source", Self.deepseek, "--layers", "1"] + args)
-        #expect(text.status == 1 && text.stdout.contains("FIRST DIFFERENCE: rank \(ra), layer 1 expert \(a) gate_proj output ('\(gate)')"), "\(text.stdout)")
+        #expect(
+            text.status == 1 && text.stdout.contains("FIRST DIFFERENCE: rank \(ra), layer 1 expert \(a) gate_proj output ('\(gate)')"),
+            "\(text.stdout)")
         #expect(text.stdout.contains("MISMATCH: layer 1, rank ") && text.stdout.contains("forward-check FAILED"), "\(text.stdout)")
     }
 

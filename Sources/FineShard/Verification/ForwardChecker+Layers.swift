@@ -58,7 +58,8 @@ extension ForwardChecker {
         guard !selected.isEmpty else { throw LayerCheckError.badLayers(message: "--layers names no layer") }
         if let bad = selected.first(where: { $0 < 0 || $0 >= arch.layers }) {
             throw LayerCheckError.badLayers(
-                message: "layer \(bad) in --layers is out of range: \(arch.name) in \(source.root) has \(arch.layers) layers (0–\(arch.layers - 1))"
+                message:
+                    "layer \(bad) in --layers is out of range: \(arch.name) in \(source.root) has \(arch.layers) layers (0–\(arch.layers - 1))"
             )
         }
         let parallel = manifest.parallel
