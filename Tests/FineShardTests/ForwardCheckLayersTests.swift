@@ -130,13 +130,13 @@ struct ForwardCheckLayersTests {
         #expect(text.stdout.contains("MISMATCH: layer 1, rank ") && text.stdout.contains("forward-check FAILED"), "\(text.stdout)")
     }
 
-    @Test("bad --layers values exit 2 naming the option", arguments: ["3", "0,3", "x", "1,,2", "-1", "2-1", "", "0-", "1.5"])
+    @Test("bad --layers values exit 2 naming the option", arguments: ["3", "0,3", "x", "1,,2", "-1", "2-1", " ", "0-", "1.5", "1-2-3"])
     func badLayers(_ value: String) throws {
         let dir = try TemporaryFolder()
         defer { dir.remove() }
         let out = dir.file("out")
         try base.shard(Self.deepseek, out, ["--dp", "2"])
-        let result = try run(fineshardBinary, ["forward-check", out, "--source", Self.deepseek, "--layers", value])
+        let result = try run(fineshardBinary, ["forward-check", out, "--source", Self.deepseek, "--layers=\(value)"])
         #expect(result.status == 2, "\(value): \(result.stderr)")
         #expect(result.stderr.contains("--layers"), "\(value): \(result.stderr)")
         if value == "3" { #expect(result.stderr.contains("has 3 layers (0–2)"), "\(result.stderr)") }
