@@ -44,7 +44,8 @@ struct ForwardCheckMoETests {
     /// ≤ 1e-5. Returns the two largest relative errors.
     @discardableResult
     func expectMatchesOracle(
-        _ source: String, _ arguments: [String], tokens: String, sourceLocation: SourceLocation = #_sourceLocation
+        _ source: String, _ arguments: [String], tokens: String, reference: [[Double]]? = nil,
+        sourceLocation: SourceLocation = #_sourceLocation
     ) throws -> (dense: Double, sharded: Float) {
         let dir = try TemporaryFolder()
         defer { dir.remove() }
@@ -53,7 +54,7 @@ struct ForwardCheckMoETests {
         #expect(status == 0, "\(stderr) \(report?.failures ?? [])", sourceLocation: sourceLocation)
         let r = try #require(report, sourceLocation: sourceLocation)
         let dense = try #require(r.dense, sourceLocation: sourceLocation)
-        let reference = try Self.oracleLogits(source, tokens: tokens)
+        let reference = try reference ?? Self.oracleLogits(source, tokens: tokens)
         #expect(dense.count == reference.count, sourceLocation: sourceLocation)
         var worst = 0.0
         for (mine, theirs) in zip(dense, reference) {
@@ -75,14 +76,31 @@ struct ForwardCheckMoETests {
 
     @Test(
         "each MoE family's dense logits equal transformers' and every rank equals the dense pass",
-        arguments: ["deepseek_v3", "deepseek_v2"])
+        arguments: ["deepseek_v3", "deepseek_v2", "qwen3_moe", "qwen2_moe", "mixtral"])
     func familyMatchesTransformers(_ family: String) throws {
         let dir = try TemporaryFolder()
         defer { dir.remove() }
         _ = try Self.oracle(["write", family, dir.file(family), "--seed", "3"])
         let tokens = "1,2,3,4,5,6,7,8;199,0,64,17"
-        try expectMatchesOracle(dir.file(family), ["--dp", "2", "--tp", "2", "--enable-expert-parallel"], tokens: tokens)
-        try expectMatchesOracle(dir.file(family), ["--dp", "2", "--additional-config", Self.everySize2], tokens: tokens)
+        let reference = try Self.oracleLogits(dir.file(family), tokens: tokens)
+        try expectMatchesOracle(
+            dir.file(family), ["--dp", "2", "--tp", "2", "--enable-expert-parallel"], tokens: tokens, reference: reference)
+        try expectMatchesOracle(
+            dir.file(family), ["--dp", "2", "--additional-config", Self.everySize2], tokens: tokens, reference: reference)
+    }
+
+    @Test("DeepSeek-V3 with rope_interleave false (rotate_half on the rotary part) equals transformers")
+    func deepseekV3WithoutInterleave() throws {
+        let dir = try TemporaryFolder()
+        defer { dir.remove() }
+        let source = dir.file("v3")
+        _ = try Self.oracle(["write", "deepseek_v3", source, "--seed", "5"])
+        let path = source + "/config.json"
+        var config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
+        #expect(config["rope_interleave"] as? Bool == true)
+        config["rope_interleave"] = false
+        try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys]).write(to: URL(fileURLWithPath: path))
+        try expectMatchesOracle(source, ["--dp", "1", "--tp", "2", "--enable-expert-parallel"], tokens: "3,1,4,1,5,9,2,6")
     }
 
     @Test(
@@ -104,8 +122,13 @@ struct ForwardCheckMoETests {
         ),
         ("DP 2 × TP 2 + EP (MLA heads on TP)", ["--dp", "2", "--tp", "2", "--enable-expert-parallel"]),
         ("DP 8 + EP (one expert per rank)", ["--dp", "8", "--enable-expert-parallel"]),
+        (
+            "DP 2 × TP 2 + EP with enable_shared_expert_dp (shared experts whole)",
+            ["--dp", "2", "--tp", "2", "--enable-expert-parallel", "--additional-config", #"{"enable_shared_expert_dp": true}"#]
+        ),
         ("DP 4 without EP (experts split over 4 ranks), every size 2", ["--dp", "4", "--additional-config", everySize2]),
         ("TP 4 without EP", ["--dp", "1", "--tp", "4"]),
+        ("hdf5, DP 4 + EP", ["--dp", "4", "--enable-expert-parallel", "--format", "hdf5"]),
         ("DP 2 × TP 2 without EP, fine-grained MLP 2", ["--dp", "2", "--tp", "2", "--additional-config", finegrained(mlp: 2)]),
     ]
 
@@ -185,5 +208,26 @@ struct ForwardCheckMoETests {
         #expect(rank1.maxRelError < 1e-5)
         let (_, text) = try base.forwardCheckText(out, source: Self.fixture, ["--seed", "2", "--tolerance", "0.5"])
         #expect(text.contains("\(rank1.routingTies!) ties") && text.contains("near-ties"), "\(text)")
+    }
+
+    // MARK: - Not supported
+
+    @Test(
+        "a router transformers does not compute is refused with exit 2 naming the field",
+        arguments: [("topk_method", "noaux_tc", true), ("scoring_func", "softmax", false)])
+    func unsupportedRouter(_ field: String, _ value: String, _ deepseekV2: Bool) throws {
+        let dir = try TemporaryFolder()
+        defer { dir.remove() }
+        let source = dir.file("model")
+        try FileManager.default.copyItem(atPath: Self.fixture, toPath: source)
+        let path = source + "/config.json"
+        var config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
+        config[field] = value
+        if deepseekV2 { (config["model_type"], config["architectures"]) = ("deepseek_v2", ["DeepseekV2ForCausalLM"]) }
+        try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys]).write(to: URL(fileURLWithPath: path))
+        try base.shard(source, dir.file("out"), ["--dp", "2", "--enable-expert-parallel"])
+        let (status, text) = try base.forwardCheckText(dir.file("out"), source: source)
+        #expect(status == 2, "\(text)")
+        #expect(text.contains(field) && text.contains("'\(value)'"), "\(text)")
     }
 }

@@ -294,17 +294,27 @@ extension ForwardChecker.Simulation {
         return out
     }
 
-    /// The shared experts: an MLP of `intermediate` on the global TP group, gated per token by
-    /// Qwen2-MoE's `sigmoid(shared_expert_gate(x))`.
+    /// The shared experts: an MLP of `intermediate`, gated per token by Qwen2-MoE's
+    /// `sigmoid(shared_expert_gate(x))`, cut as vllm-ascend's `get_parallel_op` (`ops/linear_op.py`)
+    /// cuts a shared-expert layer: whole on every rank with `enable_shared_expert_dp` (which vllm-ascend
+    /// keeps only with EP and TP > 1); otherwise on the fine-grained MLP group when MLP TP is on and
+    /// `is_moe_layer` is false — every Qwen2-MoE layer, since `is_moe_layer` reads only DeepSeek's config
+    /// keys — and on the global TP group for DeepSeek's MoE layers.
     func sharedExperts(layer l: Int, _ h: [Matrix], _ moe: ForwardChecker.Architecture.MoE, intermediate: Int) throws -> [Matrix] {
-        let kind = GroupKind.tensorParallel
-        let local = intermediate / topology.size(kind)
         let names = [moe.shared(l, .gate), moe.shared(l, .up), moe.shared(l, .down)]
-        var out = try groupSum(kind) { r, _, _ in
-            let gate = Kernels.linear(h[r], weight: try matrix(names[0], rank: r, rows: local, cols: arch.hidden), threads: threads)
-            var a = Kernels.linear(h[r], weight: try matrix(names[1], rank: r, rows: local, cols: arch.hidden), threads: threads)
+        func partial(_ r: Int, _ input: Matrix, _ local: Int) throws -> Matrix {
+            let gate = Kernels.linear(input, weight: try matrix(names[0], rank: r, rows: local, cols: arch.hidden), threads: threads)
+            var a = Kernels.linear(input, weight: try matrix(names[1], rank: r, rows: local, cols: arch.hidden), threads: threads)
             for j in a.data.indices { a.data[j] *= Kernels.silu(gate.data[j]) }
             return Kernels.linear(a, weight: try matrix(names[2], rank: r, rows: arch.hidden, cols: local), threads: threads)
+        }
+        var out: [Matrix]
+        if sharedExpertDP {
+            out = try (0..<world).map { try partial($0, h[$0], intermediate) }
+        } else {
+            let kind: GroupKind = moe.style == .deepseek ? .tensorParallel : .fineGrained(.mlp)
+            let local = intermediate / topology.size(kind)
+            out = try groupSum(kind) { r, _, sources in try partial(r, Matrix.stacking(sources.map { h[$0] }), local) }
         }
         var tensors = names
         if moe.sharedGate {

@@ -34,6 +34,8 @@ extension ForwardChecker {
         let rowIDs: [[RowID]]
         /// MoE experts on their EP ranks (`--enable-expert-parallel`), or split over DP × TP.
         let expertParallel: Bool
+        /// vllm-ascend `enable_shared_expert_dp` in effect (with EP and TP > 1): shared experts whole on every rank.
+        var sharedExpertDP = false
         let threads: Int
         /// Where this pass records its probes and routing.
         let trace: Trace

@@ -100,7 +100,18 @@ extension ForwardChecker.Simulation {
     ) {
         trace.probes.append(
             .init(
-                stage: stage, layer: layer, label: label, rank: rank, tensors: tensors, rows: rows, columnOffset: columnOffset,
-                values: values))
+                stage: stage, layer: layer, label: label, rank: rank, tensors: withParameters(tensors, rank: rank), rows: rows,
+                columnOffset: columnOffset, values: values))
+    }
+
+    /// `tensors` and the quantization parameters the rank holds next to each weight (the scales a
+    /// dequantization read), so a probe names them too.
+    func withParameters(_ tensors: [String], rank: Int) -> [String] {
+        tensors.flatMap { name -> [String] in
+            guard name.hasSuffix(".weight") else { return [name] }
+            let prefix = String(name.dropLast("weight".count))
+            let parameters = ["weight_scale_inv", "weight_scale", "weight_offset"].map { prefix + $0 }
+            return [name] + parameters.filter { (try? weights.shape($0, rank: rank)) != nil }
+        }
     }
 }

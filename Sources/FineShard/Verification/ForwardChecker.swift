@@ -10,7 +10,14 @@ import Foundation
 /// o_proj shards swapped, gate and up swapped, a shifted vocab range or a split row-parallel bias all
 /// change the output. All arithmetic is float32; weights stored as bf16, f16 or f8 are widened exactly,
 /// and int8 W8A8 weights (Ascend / msModelSlim, per-output-channel `weight_scale` and `weight_offset`)
-/// are dequantized from the rank's own parameter shards (``Simulation/dequantize(_:_:rank:)``).
+/// and FP8 block weights (`weight_scale_inv`) are dequantized from the rank's own parameter shards
+/// (``Simulation/dequantize(_:_:rank:)``).
+///
+/// MoE models (DeepSeek-V2/V3 with MLA, Qwen2-MoE, Qwen3-MoE, Mixtral) route every token as their
+/// Hugging Face code does; the sharded pass dispatches it to the EP rank vLLM's expert map gives each
+/// chosen expert and combines the results (``Simulation/moe(layer:_:_:)``). Routing choices are
+/// settled against the dense pass's (near-ties are reported, not failed), and both passes record
+/// module outputs (``Trace``) so that a failure names the first module, rank and tensors that differ.
 public struct ForwardChecker: Sendable {
     public struct Options: Sendable {
         /// Token ids per DP rank (one list for every rank, or one per DP rank); nil: seeded.
@@ -88,7 +95,7 @@ public struct ForwardChecker: Sendable {
 
         let pad = parallel.vocabPadding
         let shardedTrace = Trace()
-        let sharded = try Simulation(
+        var shardedPass = Simulation(
             arch: arch, weights: ShardWeights(folder: folder, manifest: manifest), topology: topology,
             paddedVocab: (arch.vocab + pad - 1) / pad * pad,
             tokens: (0..<topology.worldSize).map { batches[topology.dpRank($0)] },
@@ -97,8 +104,9 @@ public struct ForwardChecker: Sendable {
                 batches[topology.dpRank(r)].indices.map { RowID(batch: topology.dpRank(r), position: $0) }
             },
             expertParallel: parallel.expertParallel, threads: options.threads, trace: shardedTrace, reference: denseTrace,
-            tieTolerance: options.tolerance
-        ).run()
+            tieTolerance: options.tolerance)
+        shardedPass.sharedExpertDP = parallel.enableSharedExpertDP == true && parallel.expertParallel && parallel.tp > 1
+        let sharded = try shardedPass.run()
 
         var ranks = (0..<topology.worldSize).map { r in
             compare(
