@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 # The tree stays clean under the toolchain's formatter (.swift-format).
 swift format lint --strict -r Sources Tests fuzz/Sources
+# Every target imports only the layers below it (docs/ARCHITECTURE.md).
+bash scripts/check_layers.sh
 swift build
 swift test "$@"
 if [ "$(id -u)" -eq 0 ]; then
@@ -16,3 +18,4 @@ if [ "$(id -u)" -eq 0 ]; then
 else
   echo "test.sh: not root: skipping the Slurm test (scripts/slurm/test.sh installs and starts Slurm)" >&2
 fi
+bash scripts/vllm/test_engine.sh  # fineshard output loaded by a real vLLM (CPU build), vs the dense load

@@ -117,7 +117,7 @@ struct ForwardCheck: ParsableCommand {
                 }
                 for problem in report.ranks.compactMap(\.problem) { print("MISMATCH: \(problem)") }
                 for difference in report.firstDifferences { print("FIRST DIFFERENCE: \(difference.description)") }
-                let what = report.output == "logits" ? "logits" : "last hidden states"
+                let what = report.output == .logits ? "logits" : "last hidden states"
                 print(
                     report.ok
                         ? "forward-check passed: \(report.ranks.count) ranks' \(what) match the dense \(report.architecture) within \(String(format: "%.0e", report.tolerance)) (\(String(format: "%.1f", report.seconds)) s, peak RSS \(TextReport.bytes(report.peakRSSBytes)))"

@@ -2,6 +2,9 @@ import Foundation
 import Testing
 
 @testable import FineShard
+@testable import FineShardExecution
+@testable import FineShardPlanning
+@testable import FineShardVerification
 
 /// Teeth of the MoE forward check (issue 13, item 6): output folders whose manifest hashes all match
 /// — written from a deliberately wrong plan, or altered with the hashes rewritten — so that only the

@@ -2,6 +2,9 @@ import Foundation
 import Testing
 
 @testable import FineShard
+@testable import FineShardExecution
+@testable import FineShardPlanning
+@testable import FineShardVerification
 
 /// `forward-check` on MoE models (issue 13): the dense pass against transformers itself (the oracle
 /// `scripts/interop/moe_oracle.py`, run with the vLLM venv's torch + transformers), every rank of the

@@ -228,13 +228,15 @@ func bertModel(hidden: Int = 8, heads: Int = 2, vocab: Int = 100, intermediate: 
 
 // MARK: - Checking a plan element by element
 
-/// What an output tensor of one rank must hold according to SPEC §4: its shape, and along dimension
+/// What an output tensor of one rank must hold according to docs/SPEC.md §4: its shape, and along dimension
 /// `dim` which source tensor and coordinate each output coordinate comes from (nil: zero padding);
 /// every other dimension is copied whole.
 struct ExpectedTensor {
     var shape: [Int]
     var dim: Int
     var rows: [(String, Int)?]
+    /// A constant with no source (vLLM's attention scales): one fill piece of this value.
+    var fill: Double? = nil
 
     static func whole(_ name: String, _ shape: [Int]) -> ExpectedTensor {
         ExpectedTensor(shape: shape, dim: 0, rows: (0..<shape[0]).map { (name, $0) })
@@ -310,7 +312,7 @@ func forEachIndex(_ ranges: [Range<Int>], _ body: ([Int]) -> Void) {
     }
 }
 
-/// Compares one rank's plan with what SPEC §4 says it must hold; returns every difference.
+/// Compares one rank's plan with what docs/SPEC.md §4 says it must hold; returns every difference.
 func differences(_ rank: RankPlan, expected: [String: ExpectedTensor], sources: [String: TensorInfo]) -> [String] {
     var out: [String] = []
     let actualNames = Set(rank.tensors.map(\.name))
@@ -320,6 +322,12 @@ func differences(_ rank: RankPlan, expected: [String: ExpectedTensor], sources: 
         guard let want = expected[tensor.name] else { continue }
         guard tensor.shape == want.shape else {
             out.append("rank \(rank.rank): \(tensor.name) has shape \(tensor.shape), SPEC says \(want.shape)")
+            continue
+        }
+        if let fill = want.fill {
+            if tensor.dtype != .f32 || tensor.pieces != [Piece(fill: fill, shape: want.shape, at: want.shape.map { _ in 0 })] {
+                out.append("rank \(rank.rank): \(tensor.name) is \(tensor.dtype) \(tensor.pieces), expected one F32 fill piece of \(fill)")
+            }
             continue
         }
         let provenance = Provenance(tensor, sources: sources)
