@@ -2,6 +2,8 @@ import Foundation
 import Testing
 
 @testable import FineShard
+@testable import FineShardFormats
+@testable import FineShardVerification
 
 /// `forward-check --layers` (issue 13, "Real size"): single layers run densely and sharded on the same
 /// input, reading only their tensors and the experts the tokens pick. The per-layer results must agree
