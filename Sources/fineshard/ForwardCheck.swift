@@ -22,6 +22,13 @@ struct ForwardCheck: ParsableCommand {
             tolerance is a near-tie (reported, not a failure), any other difference fails. When outputs \
             differ, the first module that differs is named with its rank and tensors.
 
+            --layers checks single layers of a checkpoint far larger than memory: each selected layer runs \
+            densely and sharded on the same input (the embedding of the tokens for layer 0, the dense \
+            output of the layer before when that is selected too, seeded random rows of RMS 1 otherwise); \
+            only those layers' tensors are read, and of an MoE layer only the experts the tokens pick. The \
+            report gives each layer's max relative error, routing and bytes read. Shard hashes are not \
+            checked in this mode (the manifest has one per file; run `fineshard verify`).
+
             Supported: the Llama family (Llama, Mistral, Qwen2, Qwen3; tied or untied), DeepSeek-V2/V3 \
             (MLA, routed and shared experts), Qwen2-MoE, Qwen3-MoE, Mixtral and BERT encoders, hf and vllm \
             layouts, safetensors and HDF5 output; int8 W8A8 weights are dequantized with their per-channel \
@@ -61,6 +68,12 @@ struct ForwardCheck: ParsableCommand {
     @Option(help: ArgumentHelp("Threads for matrix products (default: all cores).", valueName: "n"))
     var threads: Int?
 
+    @Option(
+        help: ArgumentHelp(
+            "Check only these layers, each on its own (e.g. 0,3,60 or 0-2): reads only their tensors and the experts the tokens pick.",
+            valueName: "list"))
+    var layers: String?
+
     @OptionGroup var outputOptions: OutputOptions
 
     func validate() throws {
@@ -79,6 +92,13 @@ struct ForwardCheck: ParsableCommand {
             let options = ForwardChecker.Options(
                 tokens: try tokens.map(ForwardChecker.parseTokens), seed: seed, tokensPerRank: tokensPerRank, tolerance: tolerance,
                 threads: threads ?? ProcessInfo.processInfo.activeProcessorCount, includeDense: includeDense)
+            if let layers {
+                let report = try ForwardChecker(folder: output, options: options).runLayers(
+                    try ForwardChecker.parseLayers(layers), source: checkpoint)
+                if outputOptions.json { try printJSON(report) } else { printLayers(report) }
+                if !report.ok { throw ExitCode(1) }
+                return
+            }
             let report = try ForwardChecker(folder: output, options: options).run(source: checkpoint)
             if outputOptions.json {
                 try printJSON(report)
