@@ -31,3 +31,4 @@ export FINESHARD_PYTHON="$venv/bin/python"
 
 FINESHARD_MINILM="$(PYTHON="$FINESHARD_PYTHON" bash "$(dirname "${BASH_SOURCE[0]}")/fetch_minilm.sh")"
 export FINESHARD_MINILM
+source "$(dirname "${BASH_SOURCE[0]}")/setup_vllm.sh"

@@ -235,6 +235,8 @@ struct ExpectedTensor {
     var shape: [Int]
     var dim: Int
     var rows: [(String, Int)?]
+    /// A constant with no source (vLLM's attention scales): one fill piece of this value.
+    var fill: Double? = nil
 
     static func whole(_ name: String, _ shape: [Int]) -> ExpectedTensor {
         ExpectedTensor(shape: shape, dim: 0, rows: (0..<shape[0]).map { (name, $0) })
@@ -320,6 +322,12 @@ func differences(_ rank: RankPlan, expected: [String: ExpectedTensor], sources: 
         guard let want = expected[tensor.name] else { continue }
         guard tensor.shape == want.shape else {
             out.append("rank \(rank.rank): \(tensor.name) has shape \(tensor.shape), SPEC says \(want.shape)")
+            continue
+        }
+        if let fill = want.fill {
+            if tensor.dtype != .f32 || tensor.pieces != [Piece(fill: fill, shape: want.shape, at: want.shape.map { _ in 0 })] {
+                out.append("rank \(rank.rank): \(tensor.name) is \(tensor.dtype) \(tensor.pieces), expected one F32 fill piece of \(fill)")
+            }
             continue
         }
         let provenance = Provenance(tensor, sources: sources)

@@ -147,6 +147,14 @@ struct LlamaOracle {
                 }
             }
         }
+        // vLLM's attention layers hold four 0-d float32 scales, 1.0 without quantized KV.
+        for t in model.tensors where parallel.layout == .vllm && t.name.hasSuffix(".self_attn.q_proj.weight") {
+            for scale in ["_k_scale", "_v_scale", "_q_scale", "_prob_scale"] {
+                add(
+                    t.name.replacingOccurrences(of: "q_proj.weight", with: "attn.") + scale, 0,
+                    ExpectedTensor(shape: [], dim: 0, rows: [], fill: 1))
+            }
+        }
         return parts.mapValues { list in
             let sorted = list.sorted { $0.0 < $1.0 }
             var e = sorted[0].1

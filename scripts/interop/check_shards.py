@@ -6,8 +6,9 @@ Usage: check_shards.py OUT SOURCE
 Reads OUT/manifest.json (or, without it, the union of OUT/manifest.ranks-*.json), then for every rank
 and every output tensor: reads the tensor with the official `safetensors` library (or h5py +
 hdf5plugin for HDF5 output), builds the expected array from the SOURCE checkpoint (safetensors file,
-folder or index; or HDF5) by copying each piece's source region to its `at` offset into zeros, and
-compares dtype, shape and bytes. Prints a JSON summary; exits 1 on the first difference (named).
+folder or index; or HDF5) by copying each piece's source region to its `at` offset into zeros (a fill
+piece, which has no source, writes its constant `fill` in the tensor's dtype over the box `ranges` at
+`at`: the attention scales of --layout vllm), and compares dtype, shape and bytes. Prints a JSON summary; exits 1 on the first difference (named).
 """
 import glob
 import json
@@ -24,6 +25,8 @@ for _n in ("float8_e4m3fn", "float8_e5m2"):
 from safetensors import safe_open  # noqa: E402
 
 # Raw integer views for comparing bytes (bf16/f8 compared as their bit patterns).
+# Value types for fill pieces' constants.
+VALUE = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16}
 RAW = {"F64": "<u8", "F32": "<u4", "F16": "<u2", "BF16": "<u2", "F8_E4M3": "u1", "F8_E5M2": "u1",
        "I64": "<u8", "I32": "<u4", "I16": "<u2", "I8": "u1", "U8": "u1", "BOOL": "u1"}
 
@@ -115,6 +118,11 @@ def main(out, source_path):
                     return 1
                 expected = np.zeros(t["shape"], dtype=np.dtype(RAW[t["dtype"]]))
                 for p in t["pieces"]:
+                    if "fill" in p:
+                        box = [b - a for a, b in p["ranges"]]
+                        block = np.full(box, p["fill"], dtype=VALUE[t["dtype"]]).view(np.dtype(RAW[t["dtype"]]))
+                        expected[tuple(slice(a, a + n) for a, n in zip(p["at"], box))] = block
+                        continue
                     if p["source"] not in cache:
                         cache[p["source"]] = raw(source.get(p["source"]), specs[p["source"]]["dtype"])
                     src = cache[p["source"]]

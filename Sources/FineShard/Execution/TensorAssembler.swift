@@ -11,6 +11,8 @@ struct TensorAssembler {
     let blockBytes: Int
     private var block: [UInt8] = []
     private var scratch: [UInt8] = []
+    /// The dtype of the tensor being assembled (the element type of fill pieces).
+    private var dtype = DType.u8
 
     init(reader: any PieceReader, blockBytes: Int) {
         self.reader = reader
@@ -21,6 +23,7 @@ struct TensorAssembler {
     mutating func assemble(_ tensor: PlannedTensor, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
         let shape = tensor.shape
         let size = tensor.dtype.size
+        self.dtype = tensor.dtype
         if shape.isEmpty {
             // A scalar: one piece, the whole source.
             try fill(count: size)
@@ -68,9 +71,23 @@ struct TensorAssembler {
 
     private mutating func read(_ piece: Piece, region: Region, into offset: Int, count: Int) throws {
         let reader = self.reader
+        let dtype = self.dtype
         try block.withUnsafeMutableBytes { buffer in
-            try reader.read(piece.source, region: region, into: UnsafeMutableRawBufferPointer(rebasing: buffer[offset..<offset + count]))
+            try Self.read(
+                piece, region: region, dtype: dtype, reader: reader,
+                into: UnsafeMutableRawBufferPointer(rebasing: buffer[offset..<offset + count]))
         }
+    }
+
+    /// A piece's region from the reader, or a fill piece's constant repeated.
+    private static func read(
+        _ piece: Piece, region: Region, dtype: DType, reader: any PieceReader, into buffer: UnsafeMutableRawBufferPointer
+    ) throws {
+        guard piece.fill != nil else { return try reader.read(piece.source, region: region, into: buffer) }
+        guard let element = piece.fillElement(dtype) else {
+            throw ManifestError.invalid(file: Manifest.fileName, message: "a fill piece cannot be written as \(dtype.rawValue)")
+        }
+        for k in 0..<buffer.count { buffer[k] = element[k % element.count] }
     }
 
     /// Reads `region` packed into scratch space, then copies its innermost rows to their places
@@ -81,8 +98,10 @@ struct TensorAssembler {
         let bytes = region.elementCount * elementSize
         if scratch.count < bytes { scratch = [UInt8](repeating: 0, count: bytes) }
         let reader = self.reader
+        let dtype = self.dtype
         try scratch.withUnsafeMutableBytes { buffer in
-            try reader.read(piece.source, region: region, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<bytes]))
+            try Self.read(
+                piece, region: region, dtype: dtype, reader: reader, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<bytes]))
         }
         var at = piece.at
         at[0] = firstRow

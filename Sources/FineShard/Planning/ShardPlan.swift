@@ -3,12 +3,18 @@ import Foundation
 
 /// One source region copied into an output tensor: the region `ranges` of tensor `source` lands at
 /// offset `at` (one entry per dimension). The same type is the manifest's piece (SPEC §5).
+/// A fill piece (`fill` set, no `source`) has no source region: it writes the constant `fill`, in the
+/// output's dtype, over a box of the extents `ranges` (from 0) at `at` — the attention scales of
+/// `--layout vllm`, which vLLM's state dict holds and a checkpoint without them lacks. Verification
+/// checks its value; coverage and `merge` ignore it. Manifests without fill pieces read as before.
 public struct Piece: Codable, Sendable, Hashable {
     public var source: String
     public var region: Region
     public var at: [Int]
+    /// The constant of a fill piece; nil for a source piece.
+    public var fill: Double?
 
-    enum CodingKeys: String, CodingKey { case source, ranges, at }
+    enum CodingKeys: String, CodingKey { case source, ranges, at, fill }
 
     public init(source: String, region: Region, at: [Int]) {
         self.source = source
@@ -16,21 +22,52 @@ public struct Piece: Codable, Sendable, Hashable {
         self.at = at
     }
 
+    /// A fill piece: `value` over the box `shape` at `at`.
+    public init(fill value: Double, shape: [Int], at: [Int]) {
+        self.source = ""
+        self.region = Region(whole: shape)
+        self.at = at
+        self.fill = value
+    }
+
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        source = try c.decode(String.self, forKey: .source)
+        fill = try c.decodeIfPresent(Double.self, forKey: .fill)
+        source = fill == nil ? try c.decode(String.self, forKey: .source) : ""
         at = try c.decode([Int].self, forKey: .at)
         let pairs = try c.decode([[Int]].self, forKey: .ranges)
         guard pairs.allSatisfy({ $0.count == 2 && $0[0] >= 0 && $0[0] <= $0[1] }), pairs.count == at.count else {
             throw DecodingError.dataCorruptedError(
                 forKey: .ranges, in: c, debugDescription: "piece of '\(source)' has malformed ranges \(pairs)")
         }
+        if let fill {
+            guard fill.isFinite, c.contains(.source) == false, pairs.allSatisfy({ $0[0] == 0 }) else {
+                throw DecodingError.dataCorruptedError(
+                    forKey: .fill, in: c, debugDescription: "fill piece \(fill) must be finite, name no source and have ranges from 0")
+            }
+        }
         region = Region(pairs.map { $0[0]..<$0[1] })
+    }
+
+    /// The little-endian bytes of one element of a fill piece in `dtype` (float types only; nil for
+    /// a source piece or another dtype). BF16 rounds to nearest even.
+    public func fillElement(_ dtype: DType) -> [UInt8]? {
+        guard let fill else { return nil }
+        func bytes<T: FixedWidthInteger>(_ bits: T) -> [UInt8] { withUnsafeBytes(of: bits.littleEndian) { Array($0) } }
+        switch dtype {
+        case .f64: return bytes(fill.bitPattern)
+        case .f32: return bytes(Float(fill).bitPattern)
+        case .f16: return bytes(Float16(Float(fill)).bitPattern)
+        case .bf16:
+            let b = Float(fill).bitPattern
+            return bytes(UInt16(truncatingIfNeeded: (b + 0x7FFF + ((b >> 16) & 1)) >> 16))
+        default: return nil
+        }
     }
 
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(source, forKey: .source)
+        if let fill { try c.encode(fill, forKey: .fill) } else { try c.encode(source, forKey: .source) }
         try c.encode(region.ranges.map { [$0.lowerBound, $0.upperBound] }, forKey: .ranges)
         try c.encode(at, forKey: .at)
     }
@@ -69,6 +106,9 @@ public enum Placement: Sendable, Hashable {
     case split(Split)
     /// Whole on one rank only (a routed expert under expert parallelism).
     case owned(rank: Int)
+    /// Not from the source: the constant on every rank (a fill piece; the rule's `source` names the
+    /// output and gives its dtype and shape).
+    case constant(Double)
 }
 
 /// The rule for one output contribution: source tensor, role, placement and output name.
@@ -144,6 +184,8 @@ public struct ShardPlan: Sendable {
             return (rule.source.shape, [Piece(source: rule.source.name, region: whole, at: zero)])
         case .owned(let owner):
             return owner == rank ? (rule.source.shape, [Piece(source: rule.source.name, region: whole, at: zero)]) : nil
+        case .constant(let value):
+            return (rule.source.shape, [Piece(fill: value, shape: rule.source.shape, at: zero)])
         case .split(let split):
             let c = cut(split, of: rule.source, rank: rank)
             var shape = rule.source.shape
@@ -228,7 +270,7 @@ public struct ShardPlan: Sendable {
         var perRank = [Int](repeating: 0, count: topology.worldSize)
         for rule in subset ?? rules {
             switch rule.placement {
-            case .replicated: shared += rule.source.byteCount
+            case .replicated, .constant: shared += rule.source.byteCount
             case .owned(let owner): perRank[owner] += rule.source.byteCount
             case .split(let split):
                 var shape = rule.source.shape

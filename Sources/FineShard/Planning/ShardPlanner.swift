@@ -227,6 +227,15 @@ public struct ShardPlanner {
         for source in sources {
             let role = model.roles[source.name] ?? TensorRole(.other)
             let spec = TensorSpec(name: source.name, dtype: source.dtype, shape: source.shape)
+            if parallel.layout == .vllm, let scale = Self.vllmAttentionScaleName(source.name) {
+                if source.dtype != .f32 || !source.shape.isEmpty {
+                    problem(
+                        "--layout vllm writes attention scale '\(source.name)' as vLLM's 0-d float32 '\(scale)', but it is \(source.dtype.rawValue) \(source.shape); use --layout hf"
+                    )
+                }
+                rules.append(TensorRule(source: spec, role: role, placement: .replicated, output: scale, fusionIndex: 0))
+                continue
+            }
             do {
                 let placement = try self.placement(of: spec, role: role, byName: byName)
                 let (output, fusion) = outputName(source.name, role: role)
@@ -248,11 +257,44 @@ public struct ShardPlanner {
             }
             rules.append(tied)
         }
+        if parallel.layout == .vllm { rules += defaultAttentionScales(after: rules) }
         func before(_ a: TensorRule, _ b: TensorRule) -> Bool {
             a.output == b.output ? a.fusionIndex < b.fusionIndex : a.output.utf8Precedes(b.output)
         }
         // Rules come out in source order, which is already output order unless names were fused or a head tied.
         return zip(rules, rules.dropFirst()).allSatisfy { before($0, $1) } ? rules : rules.sorted(by: before)
+    }
+
+    /// The attention scales vLLM's attention layers keep in their state dict: four 0-d float32 buffers
+    /// (`set_default_quant_scales(register_buffer=True)` in vllm/model_executor/layers/attention/attention.py;
+    /// vLLM 0.32), which `sharded_state` requires like every other key.
+    static let vllmAttentionScales = ["_k_scale", "_v_scale", "_q_scale", "_prob_scale"]
+
+    /// The vLLM name of a checkpoint's own attention scale (`….self_attn.k_scale`, or `….self_attn.k_proj.k_scale`
+    /// as vLLM's `maybe_remap_kv_scale_name` also reads it): `….self_attn.attn._k_scale`; nil for other names.
+    static func vllmAttentionScaleName(_ name: String) -> String? {
+        for scale in ["k", "v", "q", "prob"] {
+            for module in [".self_attn.", ".self_attn.\(scale)_proj."] where scale != "prob" || module == ".self_attn." {
+                let suffix = module + scale + "_scale"
+                if name.hasSuffix(suffix) { return String(name.dropLast(suffix.count)) + ".self_attn.attn._\(scale)_scale" }
+            }
+        }
+        return nil
+    }
+
+    /// Scales of 1.0 (vLLM's value without quantized KV) for every attention layer the checkpoint
+    /// gives none: fill pieces, no source region.
+    func defaultAttentionScales(after rules: [TensorRule]) -> [TensorRule] {
+        let present = Set(rules.map(\.output))
+        var out: [TensorRule] = []
+        for rule in rules where rule.role.kind == .q && rule.source.name.hasSuffix(".self_attn.q_proj.weight") {
+            let prefix = rule.source.name.dropLast("q_proj.weight".count) + "attn."
+            for scale in Self.vllmAttentionScales where !present.contains(prefix + scale) {
+                let spec = TensorSpec(name: prefix + scale, dtype: .f32, shape: [])
+                out.append(TensorRule(source: spec, role: TensorRole(.other), placement: .constant(1.0), output: spec.name, fusionIndex: 0))
+            }
+        }
+        return out
     }
 
     /// The name of a tied lm_head: GPT-2 and BERT-style prefixes aside, Hugging Face's `lm_head.weight`.

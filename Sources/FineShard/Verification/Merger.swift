@@ -25,7 +25,8 @@ public struct Merger: Sendable {
         var family: [String: String] = [:]
         for r in manifest.ranks {
             for t in r.tensors {
-                for p in t.pieces where family[p.source] == nil || (t.name == p.source && family[p.source] != p.source) {
+                // Fill pieces (constants such as vLLM's attention scales) come from no source tensor.
+                for p in t.pieces where p.fill == nil && (family[p.source] == nil || (t.name == p.source && family[p.source] != p.source)) {
                     family[p.source] = t.name
                 }
             }
@@ -33,7 +34,7 @@ public struct Merger: Sendable {
         var pieces: [String: [Region: Piece]] = [:]
         for r in manifest.ranks {
             for t in r.tensors {
-                for p in t.pieces where family[p.source] == t.name && pieces[p.source]?[p.region] == nil {
+                for p in t.pieces where p.fill == nil && family[p.source] == t.name && pieces[p.source]?[p.region] == nil {
                     let box = Region(zip(p.at, p.region.shape).map { $0..<$0 + $1 })
                     pieces[p.source, default: [:]][p.region] = Piece(
                         source: ShardSet.key(file: t.file, name: t.name), region: box, at: p.region.ranges.map(\.lowerBound))

@@ -17,7 +17,9 @@ extension Verifier {
         // Coverage is a property of the manifest alone: every piece counts, readable or not.
         var planned: [String: [Holder]] = [:]
         for r in manifest.ranks {
-            for t in r.tensors { for p in t.pieces { planned[p.source, default: []].append(Holder(rank: r.rank, tensor: t, piece: p)) } }
+            for t in r.tensors {
+                for p in t.pieces where p.fill == nil { planned[p.source, default: []].append(Holder(rank: r.rank, tensor: t, piece: p)) }
+            }
         }
         for r in manifest.ranks {
             for t in r.tensors where !broken.contains(t.file) {
@@ -40,7 +42,7 @@ extension Verifier {
                     continue
                 }
                 usable.append((r.rank, t))
-                for p in t.pieces { holders[p.source, default: []].append(Holder(rank: r.rank, tensor: t, piece: p)) }
+                for p in t.pieces where p.fill == nil { holders[p.source, default: []].append(Holder(rank: r.rank, tensor: t, piece: p)) }
             }
         }
         var count = 0
@@ -76,6 +78,7 @@ extension Verifier {
         }
         for (rank, t) in usable {
             if let d = checkPadding(rank: rank, tensor: t, shards: shards) { differences.append(d) }
+            if let d = checkFills(rank: rank, tensor: t, shards: shards) { differences.append(d) }
         }
         return (differences, count)
     }
@@ -154,6 +157,35 @@ extension Verifier {
                     rank: h.rank, file: h.tensor.file, tensor: h.tensor.name, offset: offset)
             }
             r0 = r1
+        }
+        return nil
+    }
+
+    /// A fill piece's box must hold its constant (the attention scales of `--layout vllm`).
+    func checkFills(rank: Int, tensor t: PlannedTensor, shards: ShardSet) -> VerifyReport.Difference? {
+        for p in t.pieces where p.fill != nil {
+            let box = Region(zip(p.at, p.region.shape).map { $0..<$0 + $1 })
+            guard let element = p.fillElement(t.dtype), box.elementCount > 0 else {
+                return .init(
+                    kind: .tensorMismatch,
+                    message: "rank \(rank) \(t.file): tensor '\(t.name)' has a fill piece of dtype \(t.dtype.rawValue)",
+                    rank: rank, file: t.file, tensor: t.name)
+            }
+            var block = [UInt8](repeating: 0, count: box.elementCount * element.count)
+            do {
+                try block.withUnsafeMutableBytes { try shards.read(ShardSet.key(file: t.file, name: t.name), region: box, into: $0) }
+            } catch {
+                return .init(
+                    kind: .unreadableShard, message: "rank \(rank) \(t.file): cannot read '\(t.name)': \(error)", rank: rank, file: t.file,
+                    tensor: t.name)
+            }
+            if let k = block.indices.first(where: { block[$0] != element[$0 % element.count] }) {
+                return .init(
+                    kind: .tensorBytes,
+                    message:
+                        "rank \(rank) \(t.file): tensor '\(t.name)' should hold the constant \(p.fill!) (no source data) but differs at \(coordinates(k / element.count, in: box))",
+                    rank: rank, file: t.file, tensor: t.name)
+            }
         }
         return nil
     }
