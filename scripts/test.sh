@@ -16,3 +16,4 @@ if [ "$(id -u)" -eq 0 ]; then
 else
   echo "test.sh: not root: skipping the Slurm test (scripts/slurm/test.sh installs and starts Slurm)" >&2
 fi
+bash scripts/vllm/test_engine.sh  # fineshard output loaded by a real vLLM (CPU build), vs the dense load

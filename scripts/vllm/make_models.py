@@ -38,10 +38,10 @@ def make(name, out):
     model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():
         # Larger than the init default so that logits spread and greedy tokens are not near-ties.
-        for p in model.parameters():
+        for n, p in model.named_parameters():
             if p.dim() >= 2:
                 p.normal_(0.0, 0.08)
-            elif "norm" not in "".join(n for n, q in model.named_parameters() if q is p):
+            elif "norm" not in n:  # biases; norms keep their ones
                 p.normal_(0.0, 0.05)
     path = os.path.join(out, name)
     model.save_pretrained(path, safe_serialization=True)

@@ -32,7 +32,8 @@ log "vLLM $("$py" -c 'import vllm; print(vllm.__version__)'), work folder $work"
 
 # The plugin as an installed distribution (its vllm.general_plugins entry point), in a folder on
 # PYTHONPATH: the cached venv stays as setup_vllm.sh made it.
-cp -r python/fineshard_vllm "$work/plugin-src"
+mkdir -p "$work/plugin-src"
+cp -r python/fineshard_vllm/pyproject.toml python/fineshard_vllm/fineshard_vllm "$work/plugin-src/"
 "$py" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation --target "$work/site" "$work/plugin-src" >/dev/null
 export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
 

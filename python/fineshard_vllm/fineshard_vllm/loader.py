@@ -69,6 +69,14 @@ class FineshardModelLoader(BaseModelLoader):
 
     def load_model(self, vllm_config: VllmConfig, model_config: ModelConfig, prefix: str = "") -> nn.Module:
         self._vllm_config = vllm_config
+        manifest = fm.read_manifest(model_config.model_weights or model_config.model)
+        if fm.source_tied(manifest) and getattr(model_config, "word_embeddings_untied_by_checkpoint", False):
+            # vLLM (0.32) unties the embeddings of a model whose folder holds an `lm_head` tensor
+            # (`ModelConfig.maybe_untie_word_embeddings`, skipped only for its own sharded formats); the
+            # shards of a tied model hold the shared table once, as `lm_head.weight`, so tie it again.
+            for config in {id(c): c for c in (model_config.hf_config, model_config.hf_config.get_text_config())}.values():
+                config.tie_word_embeddings = True
+            model_config.word_embeddings_untied_by_checkpoint = False
         return super().load_model(vllm_config=vllm_config, model_config=model_config, prefix=prefix)
 
     def load_weights(self, model: nn.Module, model_config: ModelConfig) -> None:

@@ -119,6 +119,13 @@ def read_manifest(folder: str) -> dict:
     return manifest
 
 
+def source_tied(manifest: dict) -> bool:
+    """Whether the source model ties its head to the embedding (the vllm layout then writes the shared
+    table once, as `lm_head.weight`)."""
+    model = (manifest.get("source") or {}).get("model") or {}
+    return model.get("tie_word_embeddings") is True
+
+
 def check_engine(manifest: dict, engine: EngineParallel) -> None:
     """Refuses (FineshardLoadError listing every difference) a manifest made for another parallel
     configuration than the running engine's: dp, tp, the fine-grained sizes, layout, format; and one

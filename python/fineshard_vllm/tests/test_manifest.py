@@ -14,7 +14,8 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from fineshard_vllm.manifest import (  # noqa: E402
-    EngineParallel, FineshardLoadError, engine_parallel, finegrained_sizes, global_rank, plan_load, read_rank_file)
+    EngineParallel, FineshardLoadError, engine_parallel, finegrained_sizes, global_rank, plan_load, read_rank_file,
+    source_tied)
 
 FG = {"embedding": 4, "lm_head": 2, "o_proj": 0, "mlp": 2}
 ADDITIONAL = {"finegrained_tp_config": {"embedding_tensor_parallel_size": 4, "lmhead_tensor_parallel_size": 2,
@@ -139,6 +140,12 @@ class ManifestAgainstEngine(unittest.TestCase):
                 r = d * 2 + t
                 self.assertEqual(got["w"], (f"model-rank-{r}-part-0.safetensors", "F32", (2,), [r, r + 0.5]))
                 self.assertEqual(got["b"][3], [r])
+
+    def test_a_tied_source_is_read_from_the_manifests_model_facts(self):
+        manifest = make_folder(self.folder)
+        self.assertFalse(source_tied(manifest))
+        manifest["source"] = {"model": {"tie_word_embeddings": True}}
+        self.assertTrue(source_tied(manifest))
 
     def test_per_tensor_hashes_are_used_when_every_tensor_has_one(self):
         make_folder(self.folder, per_tensor=True)
