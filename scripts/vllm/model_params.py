@@ -57,15 +57,19 @@ def _worker(rank, tp, ep, port, jobs, queue):
     out = {}
     initialized = False
     for name, folder in jobs:
-        args = EngineArgs(model=folder, dtype="float32", load_format="dummy", enforce_eager=True, max_model_len=256,
-                          skip_tokenizer_init=True, tensor_parallel_size=tp, enable_expert_parallel=bool(ep),
-                          distributed_executor_backend="mp" if tp > 1 else None, seed=0)
-        config = args.create_engine_config()
-        if not initialized:
-            with set_current_vllm_config(config):
-                init_worker_distributed_environment(config, rank, f"tcp://127.0.0.1:{port}", rank, backend="gloo")
-            initialized = True
+        with open(os.path.join(folder, "config.json")) as f:
+            quantized = "quantization_config" in json.load(f)
         try:
+            # vLLM's FP8 methods refuse float32 activations.
+            args = EngineArgs(model=folder, dtype="bfloat16" if quantized else "float32", load_format="dummy",
+                              enforce_eager=True, max_model_len=256, skip_tokenizer_init=True, tensor_parallel_size=tp,
+                              enable_expert_parallel=bool(ep), distributed_executor_backend="mp" if tp > 1 else None,
+                              seed=0)
+            config = args.create_engine_config()
+            if not initialized:
+                with set_current_vllm_config(config):
+                    init_worker_distributed_environment(config, rank, f"tcp://127.0.0.1:{port}", rank, backend="gloo")
+                initialized = True
             with set_current_vllm_config(config), set_default_torch_dtype(config.model_config.dtype), \
                     torch.device("cpu"):
                 model = initialize_model(vllm_config=config)
