@@ -24,6 +24,11 @@ are whatever the installed vLLM's classes register.
       (what transformers' DeepseekV3 always computes, but does not write): vLLM reads them to build the
       router's `e_score_correction_bias`, and would otherwise drop it.
 
+  model_params.py same CACHED.json LIVE.json
+      Every entry of LIVE.json (built now) must equal CACHED.json's entry of that name (architecture, every
+      rank's names, dtypes and shapes): the committed oracle (fixtures/vllm/moe-params.json) is still what
+      the installed vLLM builds. Exits 1 on a difference.
+
   model_params.py compare ORACLE.json NAME FOLDER
       Compares the `--layout vllm` output FOLDER (fineshard's manifest.json + per-rank safetensors) with the
       oracle's entry NAME: for every TP rank (global rank = TP rank, DP 1) the file's tensor names, shapes and
@@ -210,11 +215,34 @@ def cmd_compare(oracle_path, name, folder):
     return 1 if problems else 0
 
 
+def cmd_same(cached_path, live_path):
+    with open(cached_path) as f:
+        cached = json.load(f)
+    with open(live_path) as f:
+        live = json.load(f)
+    failed = 0
+    for name, entry in sorted(live.items()):
+        if "ranks" not in entry:
+            print(f"FAIL {name}: vLLM did not build it: {entry.get('error', '')[:300]}")
+            failed += 1
+            continue
+        old = cached.get(name, {})
+        problems = compare_ranks(old.get("ranks", []), entry["ranks"])
+        if old.get("architecture") != entry["architecture"]:
+            problems.insert(0, f"architecture {entry['architecture']}, cached {old.get('architecture')}")
+        print(f"{'FAIL' if problems else 'ok'} {name}: vLLM's {entry['architecture']} "
+              + ("; ".join(problems[:8]) if problems else f"builds what {cached_path} records"))
+        failed += bool(problems)
+    return 1 if failed else 0
+
+
 def main(argv):
     if len(argv) >= 5 and argv[1] == "list":
         return cmd_list(argv[2], int(argv[3]), int(argv[4]), [tuple(a.split("=", 1)) for a in argv[5:]])
     if len(argv) >= 3 and argv[1] == "models":
         return cmd_models(argv[2], argv[3:])
+    if len(argv) == 4 and argv[1] == "same":
+        return cmd_same(argv[2], argv[3])
     if len(argv) == 5 and argv[1] == "compare":
         return cmd_compare(argv[2], argv[3], argv[4])
     print(__doc__, file=sys.stderr)

@@ -11,7 +11,11 @@
 #    compares the tokens and top-5 log-probabilities with the dense load. A missing key fails the load.
 #    A folder made for DP 2 must be refused by a DP 1 engine.
 #
-# 11 engine starts in 4 Python processes (TP 1 engines share one process: each start there is seconds;
+# 4. MoE models (Qwen3-MoE, Qwen2-MoE, Mixtral, DeepSeek-V2/V3) sharded with --layout vllm at TP 1, TP 2 and
+#    TP 2 + EP: every rank's names and shapes compared with vLLM's own model classes (model_params.py,
+#    no engine); Qwen3-MoE at TP 2 also loaded (sharded_state and fineshard) and compared with its dense load.
+#
+# 14 engine starts in 4 Python processes (TP 1 engines share one process: each start there is seconds;
 # importing vLLM is most of the cost). Usage: scripts/vllm/test_engine.sh (FINESHARD_BIN overrides the
 # fineshard binary; the debug build is used otherwise).
 set -euo pipefail
@@ -54,6 +58,28 @@ shard qwen3 qwen3-tp2 --dp 1 --tp 2
 shard qwen3 qwen3-dp2 --dp 2 --tp 1
 log "sharded and verified 7 folders ($(( $(date +%s) - started )) s)"
 
+# MoE (issue 20): transformers' Qwen3-MoE, Qwen2-MoE, Mixtral, DeepSeek-V2 and DeepSeek-V3
+# (scripts/interop/moe_oracle.py), sharded with --layout vllm at TP 1, TP 2 and TP 2 with expert
+# parallelism. vLLM's own model classes are the oracle of every rank's names, dtypes and shapes
+# (model_params.py; no engine): built here at TP 2 with EP for every family, and read from
+# fixtures/vllm/moe-params.json for TP 1 and TP 2, which must hold what the live build gives.
+moe="qwen3_moe qwen2_moe mixtral deepseek_v2 deepseek_v3"
+# shellcheck disable=SC2086
+"$py" scripts/vllm/model_params.py models "$work/models" $moe >/dev/null 2>&1
+for m in $moe; do
+  shard "$m" "$m-tp1" --dp 1 --tp 1
+  shard "$m" "$m-tp2" --dp 1 --tp 2
+  shard "$m" "$m-tp2-ep" --dp 1 --tp 2 --enable-expert-parallel
+done
+# shellcheck disable=SC2046
+"$py" scripts/vllm/model_params.py list "$work/moe-params.json" 2 1 $(for m in $moe; do echo "$m=$work/models/$m"; done) \
+  >"$work/moe-params.log" 2>&1 || { tail -n 40 "$work/moe-params.log" >&2; exit 1; }
+"$py" scripts/vllm/model_params.py same fixtures/vllm/moe-params.json "$work/moe-params.json"
+for m in $moe; do
+  for c in tp1 tp2 tp2-ep; do "$py" scripts/vllm/model_params.py compare fixtures/vllm/moe-params.json "$m-$c" "$work/$m-$c"; done
+done
+log "MoE: 15 folders sharded, verified and compared with vLLM's classes ($(( $(date +%s) - started )) s)"
+
 export VLLM_CPU_KVCACHE_SPACE=1
 engines() { "$py" scripts/vllm/engine_check.py run "$@" >"$work/engines.log" 2>&1 || { tail -n 60 "$work/engines.log" >&2; exit 1; }; }
 # TP 1: the engine core in this process, one import of vLLM for all of them.
@@ -66,7 +92,9 @@ log "TP 1 engines done ($(( $(date +%s) - started )) s)"
 # TP 2: two worker processes, one core each.
 VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_OMP_THREADS_BIND="0|1" engines "$work/tp2.json" \
   sharded_state-llama-tp2="$work/llama-tp2:sharded_state:2" sharded_state-qwen3-tp2="$work/qwen3-tp2:sharded_state:2" \
-  fineshard-qwen2-tp2="$work/qwen2-tp2:fineshard:2"
+  fineshard-qwen2-tp2="$work/qwen2-tp2:fineshard:2" \
+  dense-qwen3_moe="$work/models/qwen3_moe:auto:2" sharded_state-qwen3_moe-tp2="$work/qwen3_moe-tp2:sharded_state:2" \
+  fineshard-qwen3_moe-tp2="$work/qwen3_moe-tp2:fineshard:2"
 log "TP 2 engines done ($(( $(date +%s) - started )) s)"
 # DP 2: vLLM's offline data parallelism, one torchrun process per DP rank (external_launcher), each
 # binding its own core; each must open the files of its own global rank.
@@ -84,5 +112,6 @@ log "DP 2 engines done ($(( $(date +%s) - started )) s)"
   dense-mistral=sharded_state-mistral-tp1 \
   dense-qwen2=sharded_state-qwen2-tp1 dense-qwen2=fineshard-qwen2-tp2 \
   dense-qwen3=sharded_state-qwen3-tp2 dense-qwen3=fineshard-qwen3-dp2-r0 dense-qwen3=fineshard-qwen3-dp2-r1 \
+  dense-qwen3_moe=sharded_state-qwen3_moe-tp2 dense-qwen3_moe=fineshard-qwen3_moe-tp2 \
   "$work/tp1.json" "$work/tp2.json" "$work/dp0.json" "$work/dp1.json"
 log "passed in $(( $(date +%s) - started )) s"
