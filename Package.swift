@@ -1,6 +1,11 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+// One target per layer, in the order the data flows; each imports only the layers below it
+// (docs/ARCHITECTURE.md, checked by scripts/check_layers.sh):
+// System < Formats < Model < Planning < Output < Execution < Verification < FineShard (umbrella) < fineshard (CLI).
+let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
+
 let package = Package(
     name: "fineshard",
     platforms: [.macOS(.v14)],
@@ -16,11 +21,18 @@ let package = Package(
         .systemLibrary(name: "CHDF5", pkgConfig: "hdf5-serial", providers: [.apt(["libhdf5-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CLinux"),
+        .target(name: "FineShardSystem", dependencies: ["CLinux", crypto]),
+        .target(name: "FineShardFormats", dependencies: ["FineShardSystem", "CHDF5", "CZstd", crypto]),
+        .target(name: "FineShardModel", dependencies: ["FineShardFormats"]),
+        .target(name: "FineShardPlanning", dependencies: ["FineShardModel", crypto]),
+        .target(name: "FineShardOutput", dependencies: ["FineShardPlanning"]),
+        .target(name: "FineShardExecution", dependencies: ["FineShardOutput"]),
+        .target(name: "FineShardVerification", dependencies: ["FineShardExecution"]),
         .target(
             name: "FineShard",
             dependencies: [
-                "CHDF5", "CZstd", "CLinux",
-                .product(name: "Crypto", package: "swift-crypto"),
+                "FineShardSystem", "FineShardFormats", "FineShardModel", "FineShardPlanning", "FineShardOutput",
+                "FineShardExecution", "FineShardVerification",
             ]
         ),
         .executableTarget(
@@ -32,7 +44,7 @@ let package = Package(
         ),
         .testTarget(
             name: "FineShardTests",
-            dependencies: ["FineShard", "CHDF5", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["FineShard", "fineshard", "CHDF5", crypto]
         ),
     ],
     swiftLanguageModes: [.v6]

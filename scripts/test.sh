@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 # The tree stays clean under the toolchain's formatter (.swift-format).
 swift format lint --strict -r Sources Tests fuzz/Sources
+# Every target imports only the layers below it (docs/ARCHITECTURE.md).
+bash scripts/check_layers.sh
 swift build
 swift test "$@"
 if [ "$(id -u)" -eq 0 ]; then

@@ -79,7 +79,7 @@ struct ForwardCheck: ParsableCommand {
                     )
                 }
                 for problem in report.failures { print("MISMATCH: \(problem)") }
-                let what = report.output == "logits" ? "logits" : "last hidden states"
+                let what = report.output == .logits ? "logits" : "last hidden states"
                 print(
                     report.ok
                         ? "forward-check passed: \(report.ranks.count) ranks' \(what) match the dense \(report.architecture) within \(String(format: "%.0e", report.tolerance)) (\(String(format: "%.1f", report.seconds)) s, peak RSS \(TextReport.bytes(report.peakRSSBytes)))"

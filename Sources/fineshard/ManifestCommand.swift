@@ -28,11 +28,10 @@ struct ManifestCommand: ParsableCommand {
 
         func run() throws {
             try reportingErrors {
-                let names = (try? FileManager.default.contentsOfDirectory(atPath: output)) ?? []
-                let parts = try names.filter { Manifest.isManifestName($0) && $0 != Manifest.fileName }.sorted()
-                    .map { try Manifest.read((output as NSString).appendingPathComponent($0)) }
+                let folder = OutputFolder(output)
+                let parts = try folder.partialManifestNames().map { try Manifest.read(folder.path($0)) }
                 let (combined, _) = try Manifest.combine(parts, requireAllRanks: true)
-                let path = (output as NSString).appendingPathComponent(Manifest.fileName)
+                let path = folder.path(OutputFolder.manifestName)
                 try combined.write(to: path)
                 if outputOptions.json {
                     return try printJSON(["manifest": path, "parts": String(parts.count), "ranks": String(combined.ranks.count)])

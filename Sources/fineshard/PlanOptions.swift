@@ -32,7 +32,7 @@ struct PlanOptions: ParsableArguments {
     var filePattern = ParallelConfig.defaultFilePattern
 
     @Option(help: ArgumentHelp("Split a rank's output into parts of at most this size (e.g. 5GiB, 512MiB).", valueName: "size"))
-    var maxFileSize = "5GiB"
+    var maxFileSize = ByteSize("5GiB")
 
     @Flag(help: "Refuse tensors that no sharding rule knows instead of replicating them.")
     var strict = false
@@ -53,15 +53,21 @@ struct PlanOptions: ParsableArguments {
             }
             additional = try AdditionalConfig.parse(json)
         }
-        guard let size = ByteCount.parse(maxFileSize), size > 0 else {
-            throw PlanError.badOption(
-                option: "--max-file-size", message: "'\(maxFileSize)' is not a size (examples: 5GiB, 512MiB, 1000000)")
-        }
+        let size = try maxFileSizeBytes()
         let config = ParallelConfig(
             dp: dp, tp: tp, expertParallel: enableExpertParallel, finegrained: additional.finegrained,
             enableSharedExpertDP: additional.enableSharedExpertDP, vocabPadding: vocabPadding,
             layout: layout, format: format, filePattern: filePattern, maxFileSize: size)
         return (config, additional.notes)
+    }
+
+    func maxFileSizeBytes() throws -> Int {
+        try maxFileSize.bytes(option: "--max-file-size", problem: "is not a size (examples: 5GiB, 512MiB, 1000000)")
+    }
+
+    /// Checks the options that need no file (ArgumentParser calls it for `plan` and `shard`).
+    func validate() throws {
+        try reportingErrors { _ = try maxFileSizeBytes() }
     }
 
     /// Opens the checkpoint and plans it.

@@ -36,7 +36,7 @@ struct Shard: ParsableCommand {
     var threads: Int?
 
     @Option(help: ArgumentHelp("Bytes of buffers the run may hold (e.g. 512MiB).", valueName: "size"))
-    var memoryBudget = "512MiB"
+    var memoryBudget = ByteSize("512MiB")
 
     @Flag(help: "Do not hash the source files into the manifest.")
     var noSourceHash = false
@@ -52,6 +52,19 @@ struct Shard: ParsableCommand {
 
     @OptionGroup var outputOptions: OutputOptions
 
+    func validate() throws {
+        try reportingErrors {
+            if let threads, threads < 1 { throw PlanError.badOption(option: "--threads", message: "must be at least 1") }
+            _ = try memoryBudgetBytes()
+            // The syntax of --ranks; that they exist is checked against the plan's world size.
+            if let ranks { _ = try ShardOptions.parseRanks(ranks, worldSize: .max) }
+        }
+    }
+
+    func memoryBudgetBytes() throws -> Int {
+        try memoryBudget.bytes(option: "--memory-budget", minimum: 1 << 20, problem: "is not a size of at least 1MiB")
+    }
+
     func run() throws {
         try reportingErrors {
             TemporaryFiles.removeOnSignals()
@@ -61,11 +74,7 @@ struct Shard: ParsableCommand {
             shardOptions.resume = resume
             shardOptions.force = force
             shardOptions.threads = threads ?? ProcessInfo.processInfo.activeProcessorCount
-            guard shardOptions.threads >= 1 else { throw PlanError.badOption(option: "--threads", message: "must be at least 1") }
-            guard let budget = ByteCount.parse(memoryBudget), budget >= 1 << 20 else {
-                throw PlanError.badOption(option: "--memory-budget", message: "'\(memoryBudget)' is not a size of at least 1MiB")
-            }
-            shardOptions.memoryBudget = budget
+            shardOptions.memoryBudget = try memoryBudgetBytes()
             shardOptions.hashSources = !noSourceHash
             shardOptions.compressionLevel = compressionLevel
             shardOptions.sync = !noSync

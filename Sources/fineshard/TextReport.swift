@@ -53,7 +53,8 @@ enum TextReport {
         out += "\nparallel: DP \(p.dp) × TP \(p.tp) = \(r.worldSize) ranks"
         out += p.expertParallel ? ", expert parallel (EP \(r.worldSize))" : ""
         out += ", layout \(p.layout.rawValue), format \(p.format.rawValue)\n"
-        let fg = Component.allCases.map { "\($0.rawValue) \(p.finegrained[$0] > 0 ? String(p.finegrained[$0]) : "-")" }
+        let topology = RankTopology(dp: p.dp, tp: p.tp, finegrained: p.finegrained)
+        let fg = Component.allCases.map { "\($0.rawValue) \(topology.isFineGrained($0) ? String(p.finegrained[$0]) : "-")" }
         out += "fine-grained TP: " + fg.joined(separator: ", ") + "\n"
         let minRank = r.bytesPerRank.min() ?? 0
         let maxRank = r.bytesPerRank.max() ?? 0

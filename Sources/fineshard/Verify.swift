@@ -31,6 +31,12 @@ struct Verify: ParsableCommand {
 
     @OptionGroup var outputOptions: OutputOptions
 
+    func validate() throws {
+        if let threads, threads < 1 {
+            try reportingErrors { throw PlanError.badOption(option: "--threads", message: "must be at least 1") }
+        }
+    }
+
     func run() throws {
         try reportingErrors {
             let checkpoint = try source.map { try Checkpoint.open($0) }
@@ -49,42 +55,6 @@ struct Verify: ParsableCommand {
                         : "verification FAILED: \(report.differences.count) difference(s)")
             }
             if !report.ok { throw ExitCode(1) }
-        }
-    }
-}
-
-struct Merge: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Reassemble a dense Hugging Face checkpoint from shards (the inverse of shard).",
-        discussion: """
-            Vocab padding is dropped, the vllm layout is unfused back to Hugging Face names, and a tied \
-            lm_head is not written twice. Output is split at --max-file-size with model.safetensors.index.json.
-
-            Example:
-              fineshard merge out -o dense
-            """
-    )
-
-    @Argument(help: "The output folder of `fineshard shard`.")
-    var shards: String
-
-    @Option(name: .shortAndLong, help: "The folder to write the dense checkpoint to.")
-    var output: String
-
-    @Option(help: ArgumentHelp("Largest file of the dense checkpoint (e.g. 5GiB).", valueName: "size"))
-    var maxFileSize = "5GiB"
-
-    @OptionGroup var outputOptions: OutputOptions
-
-    func run() throws {
-        try reportingErrors {
-            TemporaryFiles.removeOnSignals()
-            guard let size = ByteCount.parse(maxFileSize), size > 0 else {
-                throw PlanError.badOption(option: "--max-file-size", message: "'\(maxFileSize)' is not a size")
-            }
-            let files = try Merger(folder: shards, output: output, maxFileSize: size).merge()
-            if outputOptions.json { return try printJSON(files) }
-            print("wrote \(files.count) file(s), \(TextReport.bytes(files.reduce(0) { $0 + $1.bytes })) to \(output)")
         }
     }
 }

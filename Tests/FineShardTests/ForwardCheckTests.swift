@@ -2,6 +2,7 @@ import Foundation
 import Testing
 
 @testable import FineShard
+@testable import FineShardVerification
 
 /// `forward-check` (issue 6): the dense pass against an independent numpy reference
 /// (`scripts/interop/forward_ref.py`), the sharded pass against the dense one for the layouts the
@@ -128,7 +129,7 @@ struct ForwardCheckTests {
         let reference = try runPython("forward_ref.py", [source, "--tokens", tokens])
         let batches = try #require(reference["batches"] as? [[String: Any]])
         #expect(batches.count == dense.count)
-        #expect(reference["output"] as? String == report?.output)
+        #expect(reference["output"] as? String == report?.output.rawValue)
         for (mine, theirs) in zip(dense, batches) {
             let values = try #require(theirs["values"] as? [Double])
             #expect(mine.shape == theirs["shape"] as? [Int])
@@ -209,7 +210,7 @@ struct ForwardCheckTests {
         let (status, report, stderr) = try forwardCheck(dir.file("out"), source: Self.fixture, ["--seed", "3"])
         #expect(status == 0, "\(name): \(stderr) \(report?.failures ?? [])")
         let r = try #require(report)
-        #expect(r.ok && r.output == "logits")
+        #expect(r.ok && r.output == .logits)
         #expect(r.ranks.count == r.dp * r.tp)
         for rank in r.ranks {
             #expect(rank.passed && rank.maxRelError < 1e-5 && rank.top1Agreement == rank.positions && rank.positions == 8)
@@ -245,7 +246,7 @@ struct ForwardCheckTests {
         try shard(source, dir.file("out"), arguments)
         let (status, report, stderr) = try forwardCheck(dir.file("out"), source: source)
         #expect(status == 0, "\(stderr) \(report?.failures ?? [])")
-        #expect(report?.output == "last_hidden_state")
+        #expect(report?.output == .lastHiddenState)
     }
 
     @Test("all-MiniLM-L6-v2 sharded over all-DP 4 with fine-grained groups matches dense", .enabled(if: hasMiniLM))

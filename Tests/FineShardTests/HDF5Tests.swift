@@ -4,6 +4,7 @@ import Foundation
 import Testing
 
 @testable import FineShard
+@testable import FineShardFormats
 
 /// HDF5Writer → HDF5Reader round trips, hyperslab reads, determinism, broken files, and interop
 /// with h5py + hdf5plugin (when `FINESHARD_PYTHON` names a Python that has them).
@@ -285,7 +286,7 @@ import Testing
     }
 
     @Test func aFileThatIsNotThereIsUnreadable() {
-        #expect(throws: CheckpointError.unreadable(file: "/nonexistent/x.h5", reason: "No such file or directory")) {
+        #expect(throws: SystemError.unreadable(file: "/nonexistent/x.h5", reason: "No such file or directory")) {
             try HDF5Reader(path: "/nonexistent/x.h5", name: "x.h5")
         }
     }

@@ -228,7 +228,7 @@ func bertModel(hidden: Int = 8, heads: Int = 2, vocab: Int = 100, intermediate: 
 
 // MARK: - Checking a plan element by element
 
-/// What an output tensor of one rank must hold according to SPEC §4: its shape, and along dimension
+/// What an output tensor of one rank must hold according to docs/SPEC.md §4: its shape, and along dimension
 /// `dim` which source tensor and coordinate each output coordinate comes from (nil: zero padding);
 /// every other dimension is copied whole.
 struct ExpectedTensor {
@@ -312,7 +312,7 @@ func forEachIndex(_ ranges: [Range<Int>], _ body: ([Int]) -> Void) {
     }
 }
 
-/// Compares one rank's plan with what SPEC §4 says it must hold; returns every difference.
+/// Compares one rank's plan with what docs/SPEC.md §4 says it must hold; returns every difference.
 func differences(_ rank: RankPlan, expected: [String: ExpectedTensor], sources: [String: TensorInfo]) -> [String] {
     var out: [String] = []
     let actualNames = Set(rank.tensors.map(\.name))

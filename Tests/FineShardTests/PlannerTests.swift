@@ -2,6 +2,7 @@ import Foundation
 import Testing
 
 @testable import FineShard
+@testable import FineShardModel
 
 // MARK: - Helpers
 
@@ -41,9 +42,9 @@ func mentions(_ text: String, number n: Int) -> Bool {
     return false
 }
 
-// MARK: - The SPEC §4 oracle for the Llama family
+// MARK: - The docs/SPEC.md §4 oracle for the Llama family
 
-/// What SPEC §4 says every rank holds for a Llama-family model, written from the SPEC and
+/// What docs/SPEC.md §4 says every rank holds for a Llama-family model, written from the SPEC and
 /// independent of the planner's rules.
 struct LlamaOracle {
     let model: LlamaShape
@@ -77,7 +78,7 @@ struct LlamaOracle {
         case vocab(Component)
     }
 
-    /// How SPEC §4 cuts a source tensor, from its name alone.
+    /// How docs/SPEC.md §4 cuts a source tensor, from its name alone.
     func cut(_ name: String) -> Cut {
         if name == "model.embed_tokens.weight" { return .vocab(.embedding) }
         if name == "lm_head.weight" { return .vocab(.lmHead) }
@@ -184,7 +185,7 @@ struct LlamaOracle {
     }
 }
 
-/// A random Llama-family model and parallel configuration that SPEC §4 allows.
+/// A random Llama-family model and parallel configuration that docs/SPEC.md §4 allows.
 func randomLegalCase(_ g: inout SeededGenerator) -> (LlamaShape, ParallelConfig) {
     let tp = [1, 1, 2, 2, 4, 8].randomElement(using: &g)!
     let dp = (tp >= 4 ? [1, 2, 3] : [1, 2, 3, 4, 6, 8]).randomElement(using: &g)!

@@ -14,7 +14,7 @@ import Testing
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: dir.file("src/model.safetensors")))
         try handle.truncate(atOffset: UInt64(checkpoint.files[0].bytes / 2))
         try handle.close()
-        let error = #expect(throws: CheckpointError.self) {
+        let error = #expect(throws: SystemError.self) {
             _ = try ShardExecutor(checkpoint: checkpoint, plan: plan, options: ShardOptions(output: dir.file("out"))).run()
         }
         #expect(error?.exitCode == 3)

@@ -3,7 +3,7 @@ import Testing
 
 @testable import FineShard
 
-/// One handwritten file per header rule of SPEC §3, with what its error must say.
+/// One handwritten file per header rule of docs/SPEC.md §3, with what its error must say.
 struct HeaderCase: CustomStringConvertible, Sendable {
     let rule: HeaderRule
     let bytes: [UInt8]

@@ -12,7 +12,7 @@ import FuzzDriver
 // -malloc_limit_mb catch those). An accepted header must also be self-consistent (tensors
 // contiguous in offset order and filling the data area exactly) and survive
 // `SafetensorsHeader.encode` → `parse` with the same names, dtypes, shapes and metadata.
-@testable import FineShard
+@testable import FineShardFormats
 
 #if canImport(Glibc)
     import Glibc

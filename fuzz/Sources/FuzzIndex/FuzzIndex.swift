@@ -4,7 +4,7 @@ import FuzzDriver
 //
 // Contract checked: returns or throws `CheckpointError.invalidIndex`; never anything else, never
 // a crash, hang or huge allocation. An accepted map names no tensor twice.
-@testable import FineShard
+@testable import FineShardFormats
 
 #if canImport(Glibc)
     import Glibc

@@ -1,0 +1,112 @@
+import FineShardFormats
+import FineShardOutput
+import FineShardPlanning
+import FineShardSystem
+import Foundation
+
+/// Writes a dense Hugging Face checkpoint back from shards (the inverse of `shard`): each source
+/// tensor is assembled from one copy of every region the manifest's pieces give it, so vocab
+/// padding is dropped, fused `vllm` tensors are split back into Hugging Face names, and a tied
+/// lm_head (not a source tensor) is not written.
+public struct Merger: Sendable {
+    public var folder: String
+    public var output: String
+    public var maxFileSize: Int
+    public var blockBytes: Int
+
+    public init(folder: String, output: String, maxFileSize: Int = 5 << 30, blockBytes: Int = 64 << 20) {
+        self.folder = folder
+        self.output = output
+        self.maxFileSize = maxFileSize
+        self.blockBytes = blockBytes
+    }
+
+    /// The dense tensors as plans over the shards: a piece per distinct source region, reading
+    /// the shard tensor's box at `at` into the source position.
+    /// A source tensor may feed several output families (a tied lm_head is cut from the embedding
+    /// with its own group size); one family is enough, preferably the one that keeps its name.
+    static func densePlan(_ manifest: Manifest) -> [PlannedTensor] {
+        var family: [String: String] = [:]
+        for r in manifest.ranks {
+            for t in r.tensors {
+                // Fill pieces (constants such as vLLM's attention scales) come from no source tensor.
+                for p in t.pieces where p.fill == nil && (family[p.source] == nil || (t.name == p.source && family[p.source] != p.source)) {
+                    family[p.source] = t.name
+                }
+            }
+        }
+        var pieces: [String: [Region: Piece]] = [:]
+        for r in manifest.ranks {
+            for t in r.tensors {
+                for p in t.pieces where p.fill == nil && family[p.source] == t.name && pieces[p.source]?[p.region] == nil {
+                    let box = p.box
+                    pieces[p.source, default: [:]][p.region] = Piece(
+                        source: ShardSet.TensorKey(file: t.file, name: t.name).pieceSource, region: box,
+                        at: p.region.ranges.map(\.lowerBound))
+                }
+            }
+        }
+        return manifest.source.tensors.map { spec in
+            let mine = (pieces[spec.name] ?? [:]).values.sorted { $0.at.lexicographicallyPrecedes($1.at) }
+            return PlannedTensor(name: spec.name, file: "", dtype: spec.dtype, shape: spec.shape, pieces: mine)
+        }
+    }
+
+    /// Writes `model.safetensors` (or `model-0000i-of-0000n.safetensors` parts with
+    /// `model.safetensors.index.json`) and the copied non-weight files into `output`.
+    public func merge() throws -> [WrittenFile] {
+        let parts = try Manifest.load(folder: folder)
+        let (manifest, missing) = try Manifest.combine(parts, requireAllRanks: false)
+        guard missing.isEmpty else {
+            throw ManifestError.cannotCombine(.ranksMissing(missing, forMerge: true))
+        }
+        var tensors = Self.densePlan(manifest)
+        if let uncovered = tensors.first(where: { t in t.pieces.reduce(0) { $0 + $1.region.elementCount } != t.shape.reduce(1, *) }) {
+            throw ManifestError.cannotCombine(.tensorNotCovered(tensor: uncovered.name))
+        }
+        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+        // Parts in name order, as Hugging Face's save_pretrained shards.
+        var groups: [[Int]] = []
+        for (i, part) in PartPacking.parts(of: tensors.map(\.byteCount), maxBytes: maxFileSize).enumerated() {
+            if part == groups.count { groups.append([]) }
+            groups[part].append(i)
+        }
+        let names =
+            groups.count == 1
+            ? ["model.safetensors"]
+            : groups.indices.map {
+                String(format: "model-%05d-of-%05d.safetensors", $0 + 1, groups.count)
+            }
+        for (g, members) in groups.enumerated() { for i in members { tensors[i].file = names[g] } }
+        let shards = ShardSet(folder: folder)
+        var assembler = TensorAssembler(reader: shards, blockBytes: blockBytes)
+        var written: [WrittenFile] = []
+        for (g, members) in groups.enumerated() {
+            let path = (output as NSString).appendingPathComponent(names[g])
+            let writer = try SafetensorsWriter(path: path, tensors: members.map { tensors[$0].spec }, metadata: ["format": "pt"])
+            let byName = Dictionary(uniqueKeysWithValues: members.map { (tensors[$0].name, tensors[$0]) })
+            do {
+                for spec in writer.order { try assembler.assemble(byName[spec.name]!) { try writer.append($0) } }
+                written.append(try writer.finish())
+            } catch {
+                writer.abort()
+                throw error
+            }
+        }
+        if groups.count > 1 {
+            var map: [String: String] = [:]
+            for t in tensors { map[t.name] = t.file }
+            let index: [String: Any] = ["metadata": ["total_size": tensors.reduce(0) { $0 + $1.byteCount }], "weight_map": map]
+            let data = try JSONSerialization.data(withJSONObject: index, options: [.sortedKeys, .prettyPrinted])
+            try writeAtomically(Array(data), to: (output as NSString).appendingPathComponent(Checkpoint.indexFileName))
+        }
+        for copied in manifest.copied {
+            let source = try OpenFile.forReading((folder as NSString).appendingPathComponent(copied.name))
+            let target = (output as NSString).appendingPathComponent(copied.name)
+            try FileManager.default.createDirectory(
+                atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try writeAtomically(try source.read(count: try source.size(), at: 0), to: target)
+        }
+        return written
+    }
+}
