@@ -1,4 +1,5 @@
 import FineShardFormats
+import FineShardOutput
 import FineShardPlanning
 import Foundation
 

@@ -179,7 +179,7 @@ extension Verifier {
             }
             var block = [UInt8](repeating: 0, count: box.elementCount * element.count)
             do {
-                try block.withUnsafeMutableBytes { try shards.read(ShardSet.key(file: t.file, name: t.name), region: box, into: $0) }
+                try block.withUnsafeMutableBytes { try shards.read(ShardSet.TensorKey(file: t.file, name: t.name), region: box, into: $0) }
             } catch {
                 return .init(
                     kind: .unreadableShard, message: "rank \(rank) \(t.file): cannot read '\(t.name)': \(error)", rank: rank, file: t.file,

@@ -2,6 +2,8 @@ import Foundation
 import Testing
 
 @testable import FineShard
+@testable import FineShardModel
+@testable import FineShardPlanning
 
 /// A tiny Qwen2-MoE, Qwen3-MoE or Mixtral checkpoint with exactly the tensor names and config.json
 /// keys that transformers 5.19 `save_pretrained` writes for a random `Qwen2MoeForCausalLM`,

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 
 @testable import FineShard
+@testable import FineShardModel
 
 /// `--layout vllm` for MoE models: the names and per-rank shapes of vLLM 0.32's own classes, as
 /// scripts/vllm/model_params.py read them from the installed vLLM (TP 1 / 2, with and without EP), and
@@ -113,7 +114,10 @@ import Testing
             #expect(names["model.layers.0.mlp.gate_up_proj.weight"] == [2 * shape.intermediate / 2, h])
         }
         let fused = try #require(plan.rank(0).tensors.first { $0.name == "model.layers.1.self_attn.fused_qkv_a_proj.weight" })
-        #expect(fused.pieces.map(\.source) == ["model.layers.1.self_attn.q_a_proj.weight", "model.layers.1.self_attn.kv_a_proj_with_mqa.weight"])
+        #expect(
+            fused.pieces.map(\.source) == [
+                "model.layers.1.self_attn.q_a_proj.weight", "model.layers.1.self_attn.kv_a_proj_with_mqa.weight",
+            ])
         #expect(fused.pieces.map(\.at) == [[0, 0], [shape.qLoraRank, 0]])
     }
 
