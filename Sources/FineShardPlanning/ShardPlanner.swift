@@ -329,12 +329,13 @@ public struct ShardPlanner {
     mutating func checkFusedBlockScales(_ rules: [TensorRule], byName: [String: TensorInfo]) {
         let block = model.facts.weightBlockSize ?? 128
         let outputs = Dictionary(grouping: rules.filter { $0.role.parameter == .blockScale }, by: \.output)
+        let weights = Dictionary(rules.filter { $0.role.parameter == .weight }.map { ($0.source.name, $0) }) { a, _ in a }
         for (output, parts) in outputs where parts.contains(where: { $0.fusionIndex > 0 }) {
             for rule in parts where parts.contains(where: { $0.stack == rule.stack && $0.fusionIndex > rule.fusionIndex }) {
                 let weightName = String(rule.source.name.dropLast("_scale_inv".count))
                 guard let weight = byName[weightName], let rows = weight.shape.first else { continue }
                 var local = rows
-                if case .split(let split) = rule.placement, split.dim == 0 {
+                if case .split(let split) = weights[weightName]?.placement, split.dim == 0 {
                     local = Split.segments(split.scheme, index: 0, of: size(split.group), length: rows).0
                 }
                 if local % block != 0 {
@@ -516,9 +517,13 @@ public struct ShardPlanner {
     }
 
     mutating func replicatedParameter(_ spec: TensorSpec, _ role: TensorRole) -> Placement {
-        if parallel.layout == .vllm, role.parameter == .perTensor || role.parameter == .blockScale,
-            VLLMNaming.target(of: spec.name, role: role, facts: model.facts, qLora: hasQLora).fusion > 0
-                || [.q, .k, .v, .gate, .up, .sharedGate, .sharedUp, .expertGate, .expertUp, .expertDown].contains(role.kind)
+        let fusedKinds: Set<TensorRole.Kind> = [.q, .k, .v, .gate, .up]
+        let perTensorKinds = fusedKinds.union([.sharedGate, .sharedUp, .expertGate, .expertUp, .expertDown])
+        if parallel.layout == .vllm,
+            role.parameter == .perTensor
+                && (perTensorKinds.contains(role.kind)
+                    || VLLMNaming.target(of: spec.name, role: role, facts: model.facts, qLora: hasQLora).fusion > 0)
+                || role.parameter == .blockScale && fusedKinds.contains(role.kind)
         {
             problem(
                 "--layout vllm cannot fuse per-tensor or block quantization parameters ('\(spec.name)'); use --layout hf", key: "vllmquant")

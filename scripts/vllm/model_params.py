@@ -22,7 +22,10 @@ are whatever the installed vLLM's classes register.
       float32, head_dim 32 for the Llama-family ones and a q/k head of 32 for DeepSeek) into OUT_DIR/FAMILY,
       all in this process. DeepSeek-V3's config gets `topk_method: noaux_tc` and `scoring_func: sigmoid`
       (what transformers' DeepseekV3 always computes, but does not write): vLLM reads them to build the
-      router's `e_score_correction_bias`, and would otherwise drop it.
+      router's `e_score_correction_bias`, and would otherwise drop it. FAMILY `deepseek_v2_mla576` /
+      `deepseek_v3_mla576` is the same model with kv_lora_rank 512 and qk_rope_head_dim 64: vLLM 0.32's CPU
+      MLA backend runs only a latent of 512 + 64 = 576 (`CPUMLABackend.get_supported_head_sizes`), so these
+      are the DeepSeek models an engine can run here.
 
   model_params.py same CACHED.json LIVE.json
       Every entry of LIVE.json (built now) must equal CACHED.json's entry of that name (architecture, every
@@ -144,9 +147,22 @@ def cmd_models(out_dir, families):
 
     for family in families or MOE_FAMILIES:
         out = os.path.join(out_dir, family)
-        with contextlib.redirect_stdout(io.StringIO()):
-            moe_oracle.cmd_write(argparse.Namespace(family=family, out=out, seed=0))
-        if family == "deepseek_v3":
+        base = family.removesuffix("_mla576")
+        if base != family:
+            # kv_lora_rank + qk_rope_head_dim = 576; transformers derives neither qk_head_dim nor head_dim.
+            def config(f, original=moe_oracle.family_config):
+                c = original(f)
+                c.kv_lora_rank, c.qk_rope_head_dim = 512, 64
+                c.qk_head_dim, c.head_dim = c.qk_nope_head_dim + 64, 64
+                return c
+            moe_oracle.family_config, original = config, moe_oracle.family_config
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                moe_oracle.cmd_write(argparse.Namespace(family=base, out=out, seed=0))
+        finally:
+            if base != family:
+                moe_oracle.family_config = original
+        if base == "deepseek_v3":
             path = os.path.join(out, "config.json")
             with open(path) as f:
                 config = json.load(f)

@@ -13,10 +13,10 @@
 #
 # 4. MoE models (Qwen3-MoE, Qwen2-MoE, Mixtral, DeepSeek-V2/V3) sharded with --layout vllm at TP 1, TP 2 and
 #    TP 2 + EP: every rank's names and shapes compared with vLLM's own model classes (model_params.py,
-#    no engine); Qwen3-MoE at TP 2 (sharded_state and fineshard) and Mixtral at TP 1 (sharded_state) also
-#    loaded and compared with their dense loads.
+#    no engine); Qwen3-MoE at TP 2 (sharded_state and fineshard), Mixtral and DeepSeek-V2/V3 (with the
+#    576-wide MLA latent vLLM's CPU backend runs) at TP 1 also loaded and compared with their dense loads.
 #
-# 16 engine starts in 4 Python processes (TP 1 engines share one process: each start there is seconds;
+# 20 engine starts in 4 Python processes (TP 1 engines share one process: each start there is seconds;
 # importing vLLM is most of the cost). Usage: scripts/vllm/test_engine.sh (FINESHARD_BIN overrides the
 # fineshard binary; the debug build is used otherwise).
 set -euo pipefail
@@ -66,7 +66,10 @@ log "sharded and verified 7 folders ($(( $(date +%s) - started )) s)"
 # fixtures/vllm/moe-params.json for TP 1 and TP 2, which must hold what the live build gives.
 moe="qwen3_moe qwen2_moe mixtral deepseek_v2 deepseek_v3"
 # shellcheck disable=SC2086
-"$py" scripts/vllm/model_params.py models "$work/models" $moe >/dev/null 2>&1
+"$py" scripts/vllm/model_params.py models "$work/models" $moe deepseek_v2_mla576 deepseek_v3_mla576 >/dev/null 2>&1
+# DeepSeek with the 576-wide MLA latent vLLM's CPU backend runs: loaded by an engine below.
+shard deepseek_v2_mla576 deepseek_v2_mla576-tp1 --dp 1 --tp 1
+shard deepseek_v3_mla576 deepseek_v3_mla576-tp1 --dp 1 --tp 1
 for m in $moe; do
   shard "$m" "$m-tp1" --dp 1 --tp 1
   shard "$m" "$m-tp2" --dp 1 --tp 2
@@ -89,7 +92,9 @@ VLLM_ENABLE_V1_MULTIPROCESSING=0 engines "$work/tp1.json" \
   dense-qwen2="$work/models/qwen2:auto:1" dense-qwen3="$work/models/qwen3:auto:1" \
   sharded_state-mistral-tp1="$work/mistral-tp1:sharded_state:1" sharded_state-qwen2-tp1="$work/qwen2-tp1:sharded_state:1" \
   fineshard-llama-tp1="$work/llama-tp1:fineshard:1" refuse-qwen3-dp2-on-dp1="$work/qwen3-dp2:fineshard:1" \
-  dense-mixtral="$work/models/mixtral:auto:1" sharded_state-mixtral-tp1="$work/mixtral-tp1:sharded_state:1"
+  dense-mixtral="$work/models/mixtral:auto:1" sharded_state-mixtral-tp1="$work/mixtral-tp1:sharded_state:1" \
+  dense-deepseek_v2="$work/models/deepseek_v2_mla576:auto:1" sharded_state-deepseek_v2-tp1="$work/deepseek_v2_mla576-tp1:sharded_state:1" \
+  dense-deepseek_v3="$work/models/deepseek_v3_mla576:auto:1" fineshard-deepseek_v3-tp1="$work/deepseek_v3_mla576-tp1:fineshard:1"
 log "TP 1 engines done ($(( $(date +%s) - started )) s)"
 # TP 2: two worker processes, one core each.
 VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_OMP_THREADS_BIND="0|1" engines "$work/tp2.json" \
@@ -115,5 +120,6 @@ log "DP 2 engines done ($(( $(date +%s) - started )) s)"
   dense-qwen2=sharded_state-qwen2-tp1 dense-qwen2=fineshard-qwen2-tp2 \
   dense-qwen3=sharded_state-qwen3-tp2 dense-qwen3=fineshard-qwen3-dp2-r0 dense-qwen3=fineshard-qwen3-dp2-r1 \
   dense-qwen3_moe=sharded_state-qwen3_moe-tp2 dense-qwen3_moe=fineshard-qwen3_moe-tp2 dense-mixtral=sharded_state-mixtral-tp1 \
+  dense-deepseek_v2=sharded_state-deepseek_v2-tp1 dense-deepseek_v3=fineshard-deepseek_v3-tp1 \
   "$work/tp1.json" "$work/tp2.json" "$work/dp0.json" "$work/dp1.json"
 log "passed in $(( $(date +%s) - started )) s"
