@@ -16,7 +16,7 @@
 #    no engine); Qwen3-MoE at TP 2 (sharded_state and fineshard), Mixtral and DeepSeek-V2/V3 (with the
 #    576-wide MLA latent vLLM's CPU backend runs) at TP 1 also loaded and compared with their dense loads.
 #
-# 20 engine starts in 4 Python processes (TP 1 engines share one process: each start there is seconds;
+# 20 engine starts in 5 Python processes (TP 1 engines share one process: each start there is seconds;
 # importing vLLM is most of the cost). Usage: scripts/vllm/test_engine.sh (FINESHARD_BIN overrides the
 # fineshard binary; the debug build is used otherwise).
 set -euo pipefail
@@ -91,11 +91,15 @@ VLLM_ENABLE_V1_MULTIPROCESSING=0 engines "$work/tp1.json" \
   dense-llama="$work/models/llama:auto:1" dense-mistral="$work/models/mistral:auto:1" \
   dense-qwen2="$work/models/qwen2:auto:1" dense-qwen3="$work/models/qwen3:auto:1" \
   sharded_state-mistral-tp1="$work/mistral-tp1:sharded_state:1" sharded_state-qwen2-tp1="$work/qwen2-tp1:sharded_state:1" \
-  fineshard-llama-tp1="$work/llama-tp1:fineshard:1" refuse-qwen3-dp2-on-dp1="$work/qwen3-dp2:fineshard:1" \
+  fineshard-llama-tp1="$work/llama-tp1:fineshard:1" refuse-qwen3-dp2-on-dp1="$work/qwen3-dp2:fineshard:1"
+log "TP 1 engines done ($(( $(date +%s) - started )) s)"
+# MoE models at TP 1 in a process of their own: vLLM creates the expert-parallel group once per process,
+# and only when the first model there is a MoE model.
+VLLM_ENABLE_V1_MULTIPROCESSING=0 engines "$work/tp1-moe.json" \
   dense-mixtral="$work/models/mixtral:auto:1" sharded_state-mixtral-tp1="$work/mixtral-tp1:sharded_state:1" \
   dense-deepseek_v2="$work/models/deepseek_v2_mla576:auto:1" sharded_state-deepseek_v2-tp1="$work/deepseek_v2_mla576-tp1:sharded_state:1" \
   dense-deepseek_v3="$work/models/deepseek_v3_mla576:auto:1" fineshard-deepseek_v3-tp1="$work/deepseek_v3_mla576-tp1:fineshard:1"
-log "TP 1 engines done ($(( $(date +%s) - started )) s)"
+log "TP 1 MoE engines done ($(( $(date +%s) - started )) s)"
 # TP 2: two worker processes, one core each.
 VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_OMP_THREADS_BIND="0|1" engines "$work/tp2.json" \
   sharded_state-llama-tp2="$work/llama-tp2:sharded_state:2" sharded_state-qwen3-tp2="$work/qwen3-tp2:sharded_state:2" \
@@ -121,5 +125,5 @@ log "DP 2 engines done ($(( $(date +%s) - started )) s)"
   dense-qwen3=sharded_state-qwen3-tp2 dense-qwen3=fineshard-qwen3-dp2-r0 dense-qwen3=fineshard-qwen3-dp2-r1 \
   dense-qwen3_moe=sharded_state-qwen3_moe-tp2 dense-qwen3_moe=fineshard-qwen3_moe-tp2 dense-mixtral=sharded_state-mixtral-tp1 \
   dense-deepseek_v2=sharded_state-deepseek_v2-tp1 dense-deepseek_v3=fineshard-deepseek_v3-tp1 \
-  "$work/tp1.json" "$work/tp2.json" "$work/dp0.json" "$work/dp1.json"
+  "$work/tp1.json" "$work/tp1-moe.json" "$work/tp2.json" "$work/dp0.json" "$work/dp1.json"
 log "passed in $(( $(date +%s) - started )) s"
