@@ -39,7 +39,7 @@ public struct Merger: Sendable {
         for r in manifest.ranks {
             for t in r.tensors {
                 for p in t.pieces where p.fill == nil && family[p.source] == t.name && pieces[p.source]?[p.region] == nil {
-                    let box = Region(zip(p.at, p.region.shape).map { $0..<$0 + $1 })
+                    let box = p.box
                     pieces[p.source, default: [:]][p.region] = Piece(
                         source: ShardSet.TensorKey(file: t.file, name: t.name).pieceSource, region: box,
                         at: p.region.ranges.map(\.lowerBound))

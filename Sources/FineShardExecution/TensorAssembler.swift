@@ -43,23 +43,31 @@ struct TensorAssembler {
             let count = (r1 - r0) * rowBytes
             // Pieces never overlap, so they fill the block exactly when their rows add up; only
             // a block with padding needs zeroing first.
-            let covered = tensor.pieces.reduce(0) { sum, p in
-                let rows = max(0, min(r1, p.at[0] + p.region.ranges[0].count) - max(r0, p.at[0]))
-                return sum + rows * p.region.ranges.dropFirst().reduce(1) { $0 * $1.count }
+            // A piece's box is in the output's dimensions; its region may have fewer (a stacked expert:
+            // the output's dimension 0 is then a unit dimension of the box) or more (merge reading one back).
+            let boxes = tensor.pieces.map(\.box)
+            let covered = boxes.reduce(0) { sum, box in
+                let rows = max(0, min(r1, box.ranges[0].upperBound) - max(r0, box.ranges[0].lowerBound))
+                return sum + rows * box.ranges.dropFirst().reduce(1) { $0 * $1.count }
             }
             try fill(count: count, zero: covered * size != count)
-            for p in tensor.pieces {
-                let lo = max(r0, p.at[0])
-                let hi = min(r1, p.at[0] + p.region.ranges[0].count)
+            for (p, box) in zip(tensor.pieces, boxes) {
+                let lo = max(r0, box.ranges[0].lowerBound)
+                let hi = min(r1, box.ranges[0].upperBound)
                 guard lo < hi else { continue }
                 var sub = p.region
-                let start = p.region.ranges[0].lowerBound + (lo - p.at[0])
-                sub.ranges[0] = start..<start + (hi - lo)
-                let spansRows = (1..<shape.count).allSatisfy { p.at[$0] == 0 && p.region.ranges[$0].count == shape[$0] }
+                let rowDim = p.region.ranges.count - box.ranges.count
+                if rowDim >= 0 {
+                    let start = p.region.ranges[rowDim].lowerBound + (lo - box.ranges[0].lowerBound)
+                    sub.ranges[rowDim] = start..<start + (hi - lo)
+                }
+                let spansRows = (1..<shape.count).allSatisfy { box.ranges[$0] == 0..<shape[$0] }
                 if spansRows {
                     try read(p, region: sub, into: (lo - r0) * rowBytes, count: (hi - lo) * rowBytes)
                 } else {
-                    try scatter(p, region: sub, blockShape: [r1 - r0] + shape.dropFirst(), firstRow: lo - r0, elementSize: size)
+                    var target = box
+                    target.ranges[0] = lo - r0..<hi - r0
+                    try scatter(p, region: sub, target: target, blockShape: [r1 - r0] + shape.dropFirst(), elementSize: size)
                 }
             }
             try block.withUnsafeBytes { try sink(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
@@ -94,9 +102,9 @@ struct TensorAssembler {
     }
 
     /// Reads `region` packed into scratch space, then copies its innermost rows to their places
-    /// in the block (which has `blockShape` and holds output rows from the block's first row).
+    /// `target` in the block (which has `blockShape` and holds output rows from the block's first row).
     private mutating func scatter(
-        _ piece: Piece, region: Region, blockShape: [Int], firstRow: Int, elementSize: Int
+        _ piece: Piece, region: Region, target: Region, blockShape: [Int], elementSize: Int
     ) throws {
         let bytes = region.elementCount * elementSize
         if scratch.count < bytes { scratch = [UInt8](repeating: 0, count: bytes) }
@@ -106,9 +114,6 @@ struct TensorAssembler {
             try Self.read(
                 piece, region: region, dtype: dtype, reader: reader, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<bytes]))
         }
-        var at = piece.at
-        at[0] = firstRow
-        let target = Region(zip(at, region.shape).map { $0..<$0 + $1 })
         let (runLength, _) = target.runs(in: blockShape, elementSize: elementSize)
         var source = 0
         scratch.withUnsafeBytes { from in

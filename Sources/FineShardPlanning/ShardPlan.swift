@@ -6,6 +6,9 @@ import Foundation
 
 /// One source region copied into an output tensor: the region `ranges` of tensor `source` lands at
 /// offset `at` (one entry per dimension). The same type is the manifest's piece (docs/SPEC.md §5).
+/// A piece may land in an output of more dimensions than its source: the extra leading output
+/// dimensions have extent 1 in its ``box`` (a routed expert's `[I, H]` weight in `--layout vllm`'s
+/// stacked `[experts, 2I, H]` `w13_weight` lands at `[slot, row, 0]`).
 /// A fill piece (`fill` set, no `source`) has no source region: it writes the constant `fill`, in the
 /// output's dtype, over a box of the extents `ranges` (from 0) at `at` — the attention scales of
 /// `--layout vllm`, which vLLM's state dict holds and a checkpoint without them lacks. Verification
@@ -39,7 +42,9 @@ public struct Piece: Codable, Sendable, Hashable {
         source = fill == nil ? try c.decode(String.self, forKey: .source) : ""
         at = try c.decode([Int].self, forKey: .at)
         let pairs = try c.decode([[Int]].self, forKey: .ranges)
-        guard pairs.allSatisfy({ $0.count == 2 && $0[0] >= 0 && $0[0] <= $0[1] }), pairs.count == at.count else {
+        guard pairs.allSatisfy({ $0.count == 2 && $0[0] >= 0 && $0[0] <= $0[1] }), pairs.count <= at.count,
+            fill == nil || pairs.count == at.count
+        else {
             throw DecodingError.dataCorruptedError(
                 forKey: .ranges, in: c, debugDescription: "piece of '\(source)' has malformed ranges \(pairs)")
         }
@@ -50,6 +55,16 @@ public struct Piece: Codable, Sendable, Hashable {
             }
         }
         region = Region(pairs.map { $0[0]..<$0[1] })
+    }
+
+    /// The box the piece fills in its output tensor, in the output's dimensions: the region's shape at
+    /// `at`, with extent 1 in leading output dimensions the region lacks. A region with more dimensions
+    /// than `at` (the reverse of a stacked piece, as `merge` reads one back) drops its leading ones,
+    /// which have extent 1.
+    public var box: Region {
+        let shape = region.shape
+        let dims = at.count >= shape.count ? [Int](repeating: 1, count: at.count - shape.count) + shape : Array(shape.suffix(at.count))
+        return Region(zip(at, dims).map { $0..<$0 + $1 })
     }
 
     /// The little-endian bytes of one element of a fill piece in `dtype` (float types only; nil for
@@ -123,13 +138,25 @@ public enum Placement: Sendable, Hashable {
 }
 
 /// The rule for one output contribution: source tensor, role, placement and output name.
-/// Several rules with one `output` are fused along dimension 0 in `fusionIndex` order.
+/// Several rules with one `output` are fused along dimension 0 in `fusionIndex` order. Rules with a
+/// `stack` slot (routed experts in `--layout vllm`) make a stacked output: each slot's fused parts
+/// form one entry of a new leading dimension, holding the slots the rank has, in slot order.
 public struct TensorRule: Sendable, Hashable {
     public var source: TensorSpec
     public var role: TensorRole
     public var placement: Placement
     public var output: String
     public var fusionIndex: Int
+    public var stack: Int?
+
+    public init(source: TensorSpec, role: TensorRole, placement: Placement, output: String, fusionIndex: Int, stack: Int? = nil) {
+        self.source = source
+        self.role = role
+        self.placement = placement
+        self.output = output
+        self.fusionIndex = fusionIndex
+        self.stack = stack
+    }
 }
 
 /// The plan: for every rank, which output tensors it holds and which source pieces make each.
@@ -221,22 +248,23 @@ public struct ShardPlan: Sendable {
             while j < rules.count && rules[j].output == rules[i].output { j += 1 }
             var shape: [Int]?
             var pieces: [Piece] = []
-            for rule in rules[i..<j] {
-                guard let (partShape, partPieces) = contribution(rule, rank: rank) else { continue }
-                if var s = shape {
-                    // Fused parts stack along dimension 0.
-                    let offset = s[0]
-                    pieces += partPieces.map { p in
-                        var q = p
-                        q.at[0] += offset
-                        return q
+            if rules[i].stack != nil {
+                // One entry of the leading dimension per stacked slot the rank holds, in slot order.
+                var k = i
+                var slots = 0
+                while k < j {
+                    var l = k
+                    while l < j && rules[l].stack == rules[k].stack { l += 1 }
+                    if let (partShape, partPieces) = fused(rules[k..<l], rank: rank) {
+                        pieces += partPieces.map { p in Piece(source: p.source, region: p.region, at: [slots] + p.at) }
+                        shape = [slots + 1] + partShape
+                        slots += 1
                     }
-                    s[0] += partShape[0]
-                    shape = s
-                } else {
-                    shape = partShape
-                    pieces = partPieces
+                    k = l
                 }
+            } else if let (partShape, partPieces) = fused(rules[i..<j], rank: rank) {
+                shape = partShape
+                pieces = partPieces
             }
             if let shape {
                 tensors.append(PlannedTensor(name: rules[i].output, file: "", dtype: rules[i].source.dtype, shape: shape, pieces: pieces))
@@ -245,6 +273,30 @@ public struct ShardPlan: Sendable {
         }
         let files = assignFiles(&tensors, rank: rank)
         return RankPlan(rank: rank, dpRank: topology.dpRank(rank), tpRank: topology.tpRank(rank), files: files, tensors: tensors)
+    }
+
+    /// The shape and pieces of `rules`' contributions on `rank`, fused along dimension 0; nil when the
+    /// rank holds none.
+    func fused(_ rules: ArraySlice<TensorRule>, rank: Int) -> (shape: [Int], pieces: [Piece])? {
+        var shape: [Int]?
+        var pieces: [Piece] = []
+        for rule in rules {
+            guard let (partShape, partPieces) = contribution(rule, rank: rank) else { continue }
+            if var s = shape {
+                let offset = s[0]
+                pieces += partPieces.map { p in
+                    var q = p
+                    q.at[0] += offset
+                    return q
+                }
+                s[0] += partShape[0]
+                shape = s
+            } else {
+                shape = partShape
+                pieces = partPieces
+            }
+        }
+        return shape.map { ($0, pieces) }
     }
 
     /// Packs tensors (in name order) into parts no larger than `maxFileSize` bytes of data (a

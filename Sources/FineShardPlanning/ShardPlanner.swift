@@ -93,10 +93,10 @@ public struct ShardPlanner {
         if pattern.contains("/") || pattern.contains("\0") || pattern.hasPrefix(".") {
             problem("--file-pattern '\(pattern)' must be a plain file name (no '/', no leading '.')")
         }
-        if p.layout == .vllm, model.facts.family != .llama || model.facts.nRoutedExperts != nil {
+        if p.layout == .vllm, model.facts.family != .llama, model.facts.family != .deepseek {
             problem(
-                "--layout vllm covers the dense Llama family (Llama, Mistral, Qwen2, Qwen3) for now; this model is \(model.facts.architecture)"
-                    + (model.facts.nRoutedExperts != nil ? " (MoE experts need vLLM's fused w13/w2 expert tensors); use --layout hf" : ""))
+                "--layout vllm covers the Llama family (Llama, Mistral, Qwen2, Qwen3, Qwen2-MoE, Qwen3-MoE, Mixtral) and DeepSeek-V2/V3; this model is \(model.facts.architecture); use --layout hf"
+            )
         }
         validateExpertParallel()
         if p.layout == .vllm, model.facts.tieWordEmbeddings, problems.isEmpty,
@@ -239,10 +239,15 @@ public struct ShardPlanner {
                 rules.append(TensorRule(source: spec, role: role, placement: .replicated, output: scale, fusionIndex: 0))
                 continue
             }
+            if parallel.layout == .vllm, role.expert != nil, role.parameter == .perTensor {
+                problem(
+                    "--layout vllm cannot stack per-tensor quantization parameters of routed experts ('\(source.name)'; vLLM's FusedMoE keeps one per expert and projection); use --layout hf",
+                    key: "vllmexpertpertensor")
+            }
             do {
                 let placement = try self.placement(of: spec, role: role, byName: byName)
-                let (output, fusion) = outputName(source.name, role: role)
-                rules.append(TensorRule(source: spec, role: role, placement: placement, output: output, fusionIndex: fusion))
+                let (output, fusion, stack) = outputName(source.name, role: role)
+                rules.append(TensorRule(source: spec, role: role, placement: placement, output: output, fusionIndex: fusion, stack: stack))
             } catch let error as ModelError {
                 problem(error.description, key: "model:\(error.description)")
             } catch {
@@ -260,9 +265,13 @@ public struct ShardPlanner {
             }
             rules.append(tied)
         }
-        if parallel.layout == .vllm { rules += defaultAttentionScales(after: rules) }
+        if parallel.layout == .vllm {
+            rules += defaultAttentionScales(after: rules)
+            checkFusedBlockScales(rules, byName: byName)
+        }
         func before(_ a: TensorRule, _ b: TensorRule) -> Bool {
-            a.output == b.output ? a.fusionIndex < b.fusionIndex : a.output.utf8Precedes(b.output)
+            guard a.output == b.output else { return a.output.utf8Precedes(b.output) }
+            return a.stack == b.stack ? a.fusionIndex < b.fusionIndex : (a.stack ?? -1) < (b.stack ?? -1)
         }
         // Rules come out in source order, which is already output order unless names were fused or a head tied.
         return zip(rules, rules.dropFirst()).allSatisfy { before($0, $1) } ? rules : rules.sorted(by: before)
@@ -290,8 +299,8 @@ public struct ShardPlanner {
     func defaultAttentionScales(after rules: [TensorRule]) -> [TensorRule] {
         let present = Set(rules.map(\.output))
         var out: [TensorRule] = []
-        for rule in rules where rule.role.kind == .q && rule.source.name.hasSuffix(".self_attn.q_proj.weight") {
-            let prefix = rule.source.name.dropLast("q_proj.weight".count) + "attn."
+        for rule in rules where rule.role.kind == .q || rule.role.kind == .mlaHeads {
+            guard let prefix = VLLMNaming.attentionScalePrefix(of: rule.source.name, family: model.facts.family) else { continue }
             for scale in Self.vllmAttentionScales where !present.contains(prefix + scale) {
                 let spec = TensorSpec(name: prefix + scale, dtype: .f32, shape: [])
                 out.append(TensorRule(source: spec, role: TensorRole(.other), placement: .constant(1.0), output: spec.name, fusionIndex: 0))
@@ -303,16 +312,39 @@ public struct ShardPlanner {
     /// The name of a tied lm_head: GPT-2 and BERT-style prefixes aside, Hugging Face's `lm_head.weight`.
     var tiedHeadName: String { "lm_head.weight" }
 
-    /// The output name of a source tensor and its place in a fused tensor (`--layout vllm`).
-    func outputName(_ name: String, role: TensorRole) -> (String, Int) {
-        guard parallel.layout == .vllm else { return (name, 0) }
-        let fused: [TensorRole.Kind: (String, String, Int)] = [
-            .q: (".self_attn.q_proj.", ".self_attn.qkv_proj.", 0), .k: (".self_attn.k_proj.", ".self_attn.qkv_proj.", 1),
-            .v: (".self_attn.v_proj.", ".self_attn.qkv_proj.", 2),
-            .gate: (".mlp.gate_proj.", ".mlp.gate_up_proj.", 0), .up: (".mlp.up_proj.", ".mlp.gate_up_proj.", 1),
-        ]
-        guard let (from, to, index) = fused[role.kind] else { return (name, 0) }
-        return (name.replacingOccurrences(of: from, with: to), index)
+    /// The output name of a source tensor, its place in a fused tensor and its slot in a stacked one
+    /// (`--layout vllm`: ``VLLMNaming``).
+    func outputName(_ name: String, role: TensorRole) -> (String, Int, Int?) {
+        guard parallel.layout == .vllm else { return (name, 0, nil) }
+        let target = VLLMNaming.target(of: name, role: role, facts: model.facts, qLora: hasQLora)
+        return (target.name, target.fusion, target.expert)
+    }
+
+    /// Whether a DeepSeek checkpoint has q-LoRA (`q_a_proj`), which vLLM fuses with `kv_a_proj_with_mqa`.
+    var hasQLora: Bool { model.facts.family == .deepseek && sources.contains { $0.name.contains(".self_attn.q_a_proj.") } }
+
+    /// FP8 block scales of fused parts (`gate_up_proj`, `fused_qkv_a_proj`, `w13_weight_scale_inv`) stack
+    /// in block rows: every part but the last must end on a block boundary, as vLLM's merged linear
+    /// layers load them (`shard_offset // block_n`).
+    mutating func checkFusedBlockScales(_ rules: [TensorRule], byName: [String: TensorInfo]) {
+        let block = model.facts.weightBlockSize ?? 128
+        let outputs = Dictionary(grouping: rules.filter { $0.role.parameter == .blockScale }, by: \.output)
+        let weights = Dictionary(rules.filter { $0.role.parameter == .weight }.map { ($0.source.name, $0) }) { a, _ in a }
+        for (output, parts) in outputs where parts.contains(where: { $0.fusionIndex > 0 }) {
+            for rule in parts where parts.contains(where: { $0.stack == rule.stack && $0.fusionIndex > rule.fusionIndex }) {
+                let weightName = String(rule.source.name.dropLast("_scale_inv".count))
+                guard let weight = byName[weightName], let rows = weight.shape.first else { continue }
+                var local = rows
+                if case .split(let split) = weights[weightName]?.placement, split.dim == 0 {
+                    local = Split.segments(split.scheme, index: 0, of: size(split.group), length: rows).0
+                }
+                if local % block != 0 {
+                    problem(
+                        "--layout vllm fuses '\(weightName)' (\(local) rows per rank) into '\(output)', but its FP8 block scales can only be stacked when the rows are a multiple of the \(block)-row blocks; use --layout hf",
+                        key: "fusedblock:\(rule.role.kind)")
+                }
+            }
+        }
     }
 
     func vocabScheme(rows: Int) -> Split.Scheme {
@@ -485,8 +517,13 @@ public struct ShardPlanner {
     }
 
     mutating func replicatedParameter(_ spec: TensorSpec, _ role: TensorRole) -> Placement {
-        if parallel.layout == .vllm, [.q, .k, .v, .gate, .up].contains(role.kind),
-            role.parameter == .perTensor || role.parameter == .blockScale
+        let fusedKinds: Set<TensorRole.Kind> = [.q, .k, .v, .gate, .up]
+        let perTensorKinds = fusedKinds.union([.sharedGate, .sharedUp, .expertGate, .expertUp, .expertDown])
+        if parallel.layout == .vllm,
+            role.parameter == .perTensor
+                && (perTensorKinds.contains(role.kind)
+                    || VLLMNaming.target(of: spec.name, role: role, facts: model.facts, qLora: hasQLora).fusion > 0)
+                || role.parameter == .blockScale && fusedKinds.contains(role.kind)
         {
             problem(
                 "--layout vllm cannot fuse per-tensor or block quantization parameters ('\(spec.name)'); use --layout hf", key: "vllmquant")

@@ -121,10 +121,12 @@ extension Verifier {
         while r0 < max(rows, 1) {
             let r1 = region.ranges.isEmpty ? 1 : min(rows, r0 + rowsPerBlock)
             var sub = region
-            var target = Region(zip(h.piece.at, region.shape).map { $0..<$0 + $1 })
+            var target = h.piece.box
             if !region.ranges.isEmpty {
+                // The source's dimension 0 is the box's first dimension past the unit ones of a stacked output.
+                let d = target.ranges.count - region.ranges.count
                 sub.ranges[0] = region.ranges[0].lowerBound + r0..<region.ranges[0].lowerBound + r1
-                target.ranges[0] = h.piece.at[0] + r0..<h.piece.at[0] + r1
+                target.ranges[d] = target.ranges[d].lowerBound + r0..<target.ranges[d].lowerBound + r1
             }
             let bytes = sub.elementCount * size
             if expected.count < bytes {
@@ -168,7 +170,7 @@ extension Verifier {
     /// A fill piece's box must hold its constant (the attention scales of `--layout vllm`).
     func checkFills(rank: Int, tensor t: PlannedTensor, shards: ShardSet) -> VerifyReport.Difference? {
         for p in t.pieces where p.fill != nil {
-            let box = Region(zip(p.at, p.region.shape).map { $0..<$0 + $1 })
+            let box = p.box
             guard let element = p.fillElement(t.dtype), box.elementCount > 0 else {
                 return .init(
                     kind: .tensorMismatch,
@@ -202,7 +204,7 @@ extension Verifier {
         let size = t.dtype.size
         let rowElements = t.shape.dropFirst().reduce(1, *)
         let rowsPerBlock = max(1, blockBytes / max(rowElements * size, 1))
-        let boxes = t.pieces.map { p in zip(p.at, p.region.shape).map { $0..<$0 + $1 } }
+        let boxes = t.pieces.map(\.box.ranges)
         // Rows inside a piece that spans whole rows hold source data only: skip them.
         let fullRows = boxes.filter { box in zip(box.dropFirst(), t.shape.dropFirst()).allSatisfy { $0 == 0..<$1 } }.map { $0[0] }
         var r0 = 0

@@ -444,13 +444,6 @@ func layerAndExpert(_ name: String) -> (Int, Int)? {
         #expect(!withShared.warnings.contains { $0.contains("nothing to shard") }, "the shared expert is MLP-TP'd")
     }
 
-    @Test func theVLLMLayoutIsRefusedForAMoEModel() throws {
-        let shape = MoEShape(kind: .qwen3, heads: 4, kvHeads: 2)
-        let error = try #require(throws: PlanError.self) {
-            try makePlan(shape.tensors, shape.config, ParallelConfig(dp: 2, layout: .vllm))
-        }
-        #expect(error.description.contains("Qwen3MoeForCausalLM") && error.description.contains("--layout hf"), "\(error)")
-    }
 }
 
 @Suite struct MoEAdditionalConfigTests {

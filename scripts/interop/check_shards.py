@@ -128,6 +128,8 @@ def main(out, source_path):
                     src = cache[p["source"]]
                     region = tuple(slice(a, b) for a, b in p["ranges"])
                     block = src[region]
+                    # A stacked output (a routed expert in vLLM's w13_weight) has leading unit dimensions.
+                    block = block.reshape((1,) * (len(p["at"]) - block.ndim) + block.shape)
                     target = tuple(slice(a, a + n) for a, n in zip(p["at"], block.shape))
                     expected[target] = block
                 if raw(got, t["dtype"]).tobytes() != expected.tobytes():

@@ -66,7 +66,10 @@ def run(results_path, jobs):
             continue
         llm = LLM(**kwargs)
         seconds = time.time() - start
-        outputs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in PROMPTS], params, use_tqdm=False)
+        # Token ids inside a small vocabulary (the MoE test models have 200 tokens).
+        vocab = llm.model_config.get_vocab_size()
+        prompts = [[t % vocab for t in p] for p in PROMPTS]
+        outputs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
         record = {"tokens": [], "logprobs": [], "seconds": round(seconds, 1)}
         if load_format == "fineshard" and tp == 1:
             from fineshard_vllm.loader import LAST_LOAD  # the loader ran in this process

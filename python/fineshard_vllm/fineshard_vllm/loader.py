@@ -45,6 +45,7 @@ def engine_parallel(vllm_config: VllmConfig) -> EngineParallel:
         pp=pc.pipeline_parallel_size,
         additional_config=additional if isinstance(additional, dict) else {},
         dp_index=getattr(pc, "data_parallel_index", None),
+        expert_parallel=bool(pc.enable_expert_parallel),
     )
 
 

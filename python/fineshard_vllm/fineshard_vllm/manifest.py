@@ -49,13 +49,16 @@ class EngineParallel:
     pp: int = 1
     # Fine-grained group sizes by manifest name (embedding, lm_head, o_proj, mlp); 0 = follows TP.
     finegrained: dict = dataclasses.field(default_factory=lambda: {k: 0 for k in FINEGRAINED_KEYS.values()})
+    # vLLM's `enable_expert_parallel`; None when unknown (not checked).
+    expert_parallel: bool | None = None
 
     @property
     def global_rank(self) -> int:
         return global_rank(self.dp_rank, self.dp, self.tp_rank, self.tp)
 
 
-def engine_parallel(dp, dp_rank, tp, tp_rank, pp=1, additional_config=None, dp_index=None) -> EngineParallel:
+def engine_parallel(dp, dp_rank, tp, tp_rank, pp=1, additional_config=None, dp_index=None,
+                    expert_parallel=None) -> EngineParallel:
     """The engine's parallel configuration from vLLM's ParallelConfig fields. `dp_index` is vLLM's
     `data_parallel_index`: `vllm serve --data-parallel-size N` runs the DP ranks of a dense (non-MoE) model
     as independent DP = 1 engines, keeping only the index; such a worker cannot tell its DP size, so it is
@@ -67,7 +70,7 @@ def engine_parallel(dp, dp_rank, tp, tp_rank, pp=1, additional_config=None, dp_i
             "`vllm serve --data-parallel-size`: fineshard's DP output needs an engine that knows its DP rank "
             "and size (a MoE model, or the external_launcher / torchrun data-parallel mode)")
     engine = EngineParallel(dp=dp, dp_rank=dp_rank, tp=tp, tp_rank=tp_rank, pp=pp,
-                            finegrained=finegrained_sizes(additional_config))
+                            finegrained=finegrained_sizes(additional_config), expert_parallel=expert_parallel)
     global_rank(dp_rank, dp, tp_rank, tp)
     return engine
 
@@ -151,6 +154,12 @@ def check_engine(manifest: dict, engine: EngineParallel) -> None:
             problems.append(
                 f"made with {option[name]} = {made.get(name, 0)}, the engine's additional_config"
                 f".finegrained_tp_config gives {engine.finegrained.get(name, 0)}")
+    routed = ((manifest.get("source") or {}).get("model") or {}).get("n_routed_experts")
+    if routed and engine.expert_parallel is not None and bool(p.get("expert_parallel")) != engine.expert_parallel:
+        # A MoE model's routed experts: whole local experts with EP, every expert cut over DP x TP without.
+        problems.append(
+            f"made {'with' if p.get('expert_parallel') else 'without'} --enable-expert-parallel, the engine runs "
+            f"enable_expert_parallel={engine.expert_parallel} ({routed} routed experts)")
     if p.get("layout") != "vllm":
         problems.append(f"made with --layout {p.get('layout')}; vLLM loads --layout vllm (its parameter names)")
     if p.get("format") != "safetensors":

@@ -173,6 +173,20 @@ class ManifestAgainstEngine(unittest.TestCase):
         with self.assertRaisesRegex(FineshardLoadError, "embedding_tensor_parallel_size = 4, .* gives 0"):
             plan_load(self.folder, engine(0, 0, additional={}))
 
+    def test_a_moe_folder_made_with_or_without_expert_parallel_is_refused_by_the_other_engine(self):
+        manifest = make_folder(self.folder, expert_parallel=True)
+        manifest["source"] = {"model": {"n_routed_experts": 8}}
+        write_manifest_json(self.folder, manifest)
+        moe = EngineParallel(dp=4, dp_rank=0, tp=2, tp_rank=1, finegrained=finegrained_sizes(ADDITIONAL), expert_parallel=False)
+        with self.assertRaisesRegex(FineshardLoadError, r"made with --enable-expert-parallel, the engine runs "
+                                                        r"enable_expert_parallel=False \(8 routed experts\)"):
+            plan_load(self.folder, moe)
+        self.assertEqual(load(self.folder, EngineParallel(**{**moe.__dict__, "expert_parallel": True}))["w"][3], [1, 1.5])
+        # A dense model's layout does not depend on the flag.
+        manifest["source"] = {"model": {}}
+        write_manifest_json(self.folder, manifest)
+        self.assertEqual(load(self.folder, moe)["w"][3], [1, 1.5])
+
     def test_a_manifest_without_fingerprint_or_for_another_layout_or_pipeline_is_refused(self):
         make_folder(self.folder, layout="hf")
         m = read_manifest_json(self.folder)
