@@ -8,7 +8,7 @@ import Foundation
 /// where no piece lands (vocab padding). A piece that spans whole rows of the output is read
 /// straight into the block; one that does not (a cut of an inner dimension stacked beside
 /// others, GPT-2 `c_attn`) is read into scratch space and scattered.
-struct TensorAssembler {
+package struct TensorAssembler {
     let reader: any PieceReader
     /// The most bytes one block may hold.
     let blockBytes: Int
@@ -17,13 +17,13 @@ struct TensorAssembler {
     /// The dtype of the tensor being assembled (the element type of fill pieces).
     private var dtype = DType.u8
 
-    init(reader: any PieceReader, blockBytes: Int) {
+    package init(reader: any PieceReader, blockBytes: Int) {
         self.reader = reader
         self.blockBytes = max(blockBytes, 4096)
     }
 
     /// Calls `sink` with consecutive blocks of `tensor`'s bytes.
-    mutating func assemble(_ tensor: PlannedTensor, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+    package mutating func assemble(_ tensor: PlannedTensor, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
         let shape = tensor.shape
         let size = tensor.dtype.size
         self.dtype = tensor.dtype

@@ -269,4 +269,33 @@ func modelPath(_ name: String) -> String? {
         // Exactly the source bytes the rank's pieces name (headers are not counted).
         #expect(read == needed, "read \(read), rank 1 needs \(needed)")
     }
+
+    @Test func replicatedTensorsAreReadOncePerRunNotOncePerRank() throws {
+        let dir = try TemporaryFolder()
+        defer { dir.remove() }
+        let config = finegrained(embedding: 4, lmHead: 4, oProj: 4, mlp: 4)
+        let plan = try ShardPlan.make(
+            try Checkpoint.open(Models.fixture),
+            parallel: ParallelConfig(dp: 4, finegrained: FineGrainedConfig(embedding: 4, lmHead: 4, oProj: 4, mlp: 4)))
+        let pieces = (0..<4).flatMap { plan.rank($0).tensors.flatMap(\.pieces) }
+        let distinct = Set(pieces).reduce(0) { $0 + $1.region.elementCount * 2 }
+        let everyRank = pieces.reduce(0) { $0 + $1.region.elementCount * 2 }
+        #expect(distinct < everyRank, "all-DP 4 replicates tensors")
+        for threads in ["1", "3"] {
+            let out = dir.file("out-\(threads)")
+            let r = try run(
+                fineshardBinary,
+                ["shard", Models.fixture, "-o", out, "--dp", "4", "--json", "--threads", threads, "--additional-config", config])
+            #expect(r.status == 0, "\(r.stderr)")
+            let summary = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+            #expect(summary["bytes_read"] as? Int == distinct, "read \(summary["bytes_read"] ?? "-"), distinct pieces \(distinct)")
+        }
+        // The same bytes whatever the thread count.
+        for file in (0..<4).map({ "model-rank-\($0)-part-0.safetensors" }) {
+            #expect(
+                FileManager.default.contents(atPath: dir.file("out-1") + "/" + file)
+                    == FileManager.default.contents(atPath: dir.file("out-3") + "/" + file))
+        }
+        #expect(try run(fineshardBinary, ["verify", dir.file("out-3"), "--source", Models.fixture, "--quiet"]).status == 0)
+    }
 }

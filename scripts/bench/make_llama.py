@@ -100,6 +100,8 @@ def main():
 
     s = SHAPES[a.size]
     out = os.path.join(a.dir, f"llama-{a.size.lower()}-seed{a.seed}")
+    if a.max_shard_size != 5e9:  # another split is another checkpoint (the index-sharded 1B: --max-shard-size 1.2e9)
+        out += f"-shard{a.max_shard_size / 1e9:g}GB"
     if os.path.exists(os.path.join(out, "COMPLETE")) and not a.force:
         print(out)
         return
