@@ -1,7 +1,9 @@
+import Crypto
 import FineShardExecution
 import FineShardFormats
 import FineShardOutput
 import FineShardPlanning
+import FineShardSystem
 import Foundation
 
 extension Verifier {
@@ -11,45 +13,20 @@ extension Verifier {
         var piece: Piece
     }
 
-    /// Rebuilds every source tensor from the shards using only the manifest's pieces and compares
-    /// bytes; checks coverage and zero padding. Files already found broken are skipped.
-    func reassemble(_ manifest: Manifest, source: Checkpoint, skipping broken: Set<String>) -> ([VerifyReport.Difference], Int) {
-        let shards = ShardSet(folder: folder)
+    /// The manifest-only part of `--source`: every source tensor must be in the source as recorded,
+    /// and each output tensor family's pieces must tile it. Returns the differences and the number
+    /// of source tensors the byte comparison (``hashAndCompare``) covers; `bad` are the source
+    /// tensors it must skip.
+    func checkCoverage(_ manifest: Manifest, source: Checkpoint) -> (differences: [VerifyReport.Difference], count: Int, bad: Set<String>) {
         var differences: [VerifyReport.Difference] = []
-        var holders: [String: [Holder]] = [:]
-        var usable: [(Int, PlannedTensor)] = []
-        // Coverage is a property of the manifest alone: every piece counts, readable or not.
         var planned: [String: [Holder]] = [:]
         for r in manifest.ranks {
             for t in r.tensors {
                 for p in t.pieces where p.fill == nil { planned[p.source, default: []].append(Holder(rank: r.rank, tensor: t, piece: p)) }
             }
         }
-        for r in manifest.ranks {
-            for t in r.tensors where !broken.contains(t.file) {
-                do {
-                    let stored = try shards.tensor(file: t.file, name: t.name)
-                    guard stored.dtype == t.dtype, stored.shape == t.shape else {
-                        differences.append(
-                            .init(
-                                kind: .tensorMismatch,
-                                message:
-                                    "rank \(r.rank) \(t.file): tensor '\(t.name)' is \(stored.dtype.rawValue) \(stored.shape), the manifest says \(t.dtype.rawValue) \(t.shape)",
-                                rank: r.rank, file: t.file, tensor: t.name))
-                        continue
-                    }
-                } catch {
-                    differences.append(
-                        .init(
-                            kind: .unreadableShard, message: "rank \(r.rank) \(t.file): cannot read tensor '\(t.name)': \(error)",
-                            rank: r.rank, file: t.file, tensor: t.name))
-                    continue
-                }
-                usable.append((r.rank, t))
-                for p in t.pieces where p.fill == nil { holders[p.source, default: []].append(Holder(rank: r.rank, tensor: t, piece: p)) }
-            }
-        }
         var count = 0
+        var bad = Set(planned.keys)
         for spec in manifest.source.tensors {
             guard let info = try? source.tensor(spec.name), info.dtype == spec.dtype, info.shape == spec.shape else {
                 differences.append(
@@ -60,7 +37,7 @@ extension Verifier {
                         tensor: spec.name))
                 continue
             }
-            let pieces = holders[spec.name] ?? []
+            bad.remove(spec.name)
             // Each output tensor family cuts the source on its own (a tied lm_head is cut from the
             // embedding table with the lm_head group), so each must tile it.
             let families = Dictionary(grouping: planned[spec.name] ?? [], by: \.tensor.name)
@@ -72,19 +49,217 @@ extension Verifier {
                     differences.append(.init(kind: .coverage, message: problem + " (as '\(output)')", tensor: spec.name))
                 }
             }
-            for h in pieces {
-                if let d = compare(h, source: info, sourceCheckpoint: source, shards: shards) {
-                    differences.append(d)
-                    break
-                }
-            }
             count += 1
         }
-        for (rank, t) in usable {
-            if let d = checkPadding(rank: rank, tensor: t, shards: shards) { differences.append(d) }
-            if let d = checkFills(rank: rank, tensor: t, shards: shards) { differences.append(d) }
+        return (differences, count, bad)
+    }
+
+    /// Keeps the first byte difference of each source tensor (in rank order): the comparison
+    /// "stops" at the first, as docs/SPEC.md says, though every file is read once anyway.
+    func firstPerSourceTensor(_ differences: [Finding]) -> [VerifyReport.Difference] {
+        var seen = Set<String>()
+        return differences.filter { f in f.source.map { seen.insert($0).inserted } ?? true }.map(\.difference)
+    }
+
+    /// A difference and, for one in a source tensor's bytes, that tensor's name.
+    struct Finding {
+        var source: String?
+        var difference: VerifyReport.Difference
+    }
+
+    /// One pass over a rank's shard file: hashes every byte in file order while comparing each of
+    /// the file's tensors with what the manifest's pieces make of the source (the same assembly
+    /// `shard` does, so padding must be zero and fill pieces hold their constant). Returns the
+    /// file's SHA-256 (nil when unreadable) and the differences, in the manifest's tensor order.
+    /// A file whose tensors are not laid out one after another (HDF5) is hashed on its own and its
+    /// tensors read through the shard reader.
+    func hashAndCompare(
+        _ file: OpenFile, size: Int, name: String, rank: Int, tensors: [PlannedTensor], source: Checkpoint, shards: ShardSet,
+        bad: Set<String>
+    ) -> (String?, [Finding]) {
+        var found: [(Int, Finding)] = []
+        var usable: [(index: Int, tensor: PlannedTensor, stored: TensorInfo)] = []
+        for (i, t) in tensors.enumerated() {
+            do {
+                let stored = try shards.tensor(file: name, name: t.name)
+                guard stored.dtype == t.dtype, stored.shape == t.shape else {
+                    found.append(
+                        (
+                            i,
+                            Finding(
+                                difference: .init(
+                                    kind: .tensorMismatch,
+                                    message:
+                                        "rank \(rank) \(t.file): tensor '\(t.name)' is \(stored.dtype.rawValue) \(stored.shape), the manifest says \(t.dtype.rawValue) \(t.shape)",
+                                    rank: rank, file: t.file, tensor: t.name))
+                        ))
+                    continue
+                }
+                if !t.pieces.contains(where: { $0.fill == nil && bad.contains($0.source) }) { usable.append((i, t, stored)) }
+            } catch {
+                found.append(
+                    (
+                        i,
+                        Finding(
+                            difference: .init(
+                                kind: .unreadableShard, message: "rank \(rank) \(t.file): cannot read tensor '\(t.name)': \(error)",
+                                rank: rank, file: t.file, tensor: t.name))
+                    ))
+            }
         }
-        return (differences, count)
+        // Streams when the tensors lie one after another in the file (safetensors).
+        usable.sort { ($0.stored.offset ?? 0, $0.index) < ($1.stored.offset ?? 0, $1.index) }
+        var streaming = usable.allSatisfy { $0.stored.offset != nil }
+        var end = 0
+        for u in usable where streaming {
+            streaming = u.stored.offset! >= end
+            end = u.stored.offset! + u.tensor.byteCount
+        }
+        streaming = streaming && end <= size
+        var hasher = SHA256()
+        var position = 0
+        var actual = [UInt8]()
+        /// Hashes the file's bytes up to `offset` that no tensor comparison read (header, gaps).
+        func hash(upTo offset: Int) throws {
+            while position < offset {
+                let n = min(offset - position, blockBytes)
+                if actual.count < n { actual = [UInt8](repeating: 0, count: n) }
+                try actual.withUnsafeMutableBytes { b in
+                    let slice = UnsafeMutableRawBufferPointer(rebasing: b[0..<n])
+                    try file.read(into: slice, at: position)
+                    hasher.update(bufferPointer: UnsafeRawBufferPointer(slice))
+                }
+                position += n
+            }
+        }
+        var assembler = TensorAssembler(reader: source, blockBytes: blockBytes)
+        for (index, t, stored) in usable {
+            let rowBytes = t.shape.dropFirst().reduce(1, *) * t.dtype.size
+            var done = 0
+            var reported = Set<Int>()
+            do {
+                try assembler.assemble(t) { expected in
+                    let n = expected.count
+                    if streaming { try hash(upTo: stored.offset! + done) }
+                    if actual.count < n { actual = [UInt8](repeating: 0, count: n) }
+                    try actual.withUnsafeMutableBytes { b in
+                        let slice = UnsafeMutableRawBufferPointer(rebasing: b[0..<n])
+                        if streaming {
+                            try file.read(into: slice, at: position)
+                            hasher.update(bufferPointer: UnsafeRawBufferPointer(slice))
+                            position += n
+                        } else {
+                            var rows = Region(whole: t.shape)
+                            if !t.shape.isEmpty { rows.ranges[0] = done / rowBytes..<(done + n) / rowBytes }
+                            try shards.read(ShardSet.TensorKey(file: name, name: t.name), region: rows, into: slice)
+                        }
+                    }
+                    let same = actual.withUnsafeBytes { memcmp(expected.baseAddress!, $0.baseAddress!, n) == 0 }
+                    if !same {
+                        let firstRow = t.shape.isEmpty ? 0 : done / rowBytes
+                        for d in locate(t, rank: rank, stored: stored, firstRow: firstRow, expected: expected, actual: actual, reported: &reported) {
+                            found.append((index, d))
+                        }
+                    }
+                    done += n
+                }
+            } catch {
+                found.append(
+                    (
+                        index,
+                        Finding(
+                            difference: .init(
+                                kind: .unreadableShard, message: "rank \(rank) \(t.file): cannot read '\(t.name)': \(error)", rank: rank,
+                                file: t.file, tensor: t.name))
+                    ))
+            }
+        }
+        let digest: String?
+        if streaming {
+            digest = (try? hash(upTo: size)).map { hasher.finalize().hexString }
+        } else {
+            digest = try? sha256(of: file)
+        }
+        return (digest, found.enumerated().sorted { ($0.element.0, $0.offset) < ($1.element.0, $1.offset) }.map(\.element.1))
+    }
+
+    /// Where a block of `t` (output rows from `firstRow`) differs from what it should hold: the first
+    /// difference of each piece not yet `reported` (source data or a fill constant), and the first
+    /// non-zero padding element.
+    func locate(
+        _ t: PlannedTensor, rank: Int, stored: TensorInfo, firstRow: Int, expected: UnsafeRawBufferPointer, actual: [UInt8],
+        reported: inout Set<Int>
+    ) -> [Finding] {
+        let size = t.dtype.size
+        let rows = t.shape.isEmpty ? 1 : expected.count / max(t.shape.dropFirst().reduce(1, *) * size, 1)
+        let blockShape = t.shape.isEmpty ? [] : [rows] + t.shape.dropFirst()
+        var out: [Finding] = []
+        /// Output coordinates of the block's element `e`.
+        func index(_ e: Int) -> [Int] {
+            var i = coordinates(e, in: Region(whole: blockShape))
+            if !i.isEmpty { i[0] += firstRow }
+            return i
+        }
+        let boxes = t.pieces.map(\.box)
+        for (k, (p, box)) in zip(t.pieces, boxes).enumerated() where !reported.contains(k) {
+            var target = box
+            if !box.ranges.isEmpty {
+                let lo = max(firstRow, box.ranges[0].lowerBound)
+                let hi = min(firstRow + rows, box.ranges[0].upperBound)
+                guard lo < hi else { continue }
+                target.ranges[0] = lo - firstRow..<hi - firstRow
+            }
+            let (runLength, _) = target.runs(in: blockShape, elementSize: size)
+            var first: Int?
+            actual.withUnsafeBytes { a in
+                target.forEachRun(in: blockShape, elementSize: size) { offset in
+                    guard first == nil, memcmp(expected.baseAddress! + offset, a.baseAddress! + offset, runLength) != 0 else { return }
+                    first = offset + (0..<runLength).first { expected[offset + $0] != a[offset + $0] }!
+                }
+            }
+            guard let byte = first else { continue }
+            reported.insert(k)
+            let outputIndex = index(byte / size)
+            if let fill = p.fill {
+                out.append(
+                    Finding(
+                        difference: .init(
+                            kind: .tensorBytes,
+                            message:
+                                "rank \(rank) \(t.file): tensor '\(t.name)' should hold the constant \(fill) (no source data) but differs at \(outputIndex)",
+                            rank: rank, file: t.file, tensor: t.name)))
+                continue
+            }
+            let inBox = zip(zip(outputIndex, box.ranges.map(\.lowerBound)), strides(box.shape)).reduce(0) { $0 + ($1.0.0 - $1.0.1) * $1.1 }
+            let linear = zip(outputIndex, strides(t.shape)).reduce(0) { $0 + $1.0 * $1.1 }
+            let offset = stored.offset.map { $0 + linear * size + byte % size }
+            out.append(
+                Finding(
+                    source: p.source,
+                    difference: .init(
+                        kind: .tensorBytes,
+                        message:
+                            "source tensor '\(p.source)' differs in rank \(rank) \(t.file), tensor '\(t.name)': first difference at source index \(coordinates(inBox, in: p.region)), shard index \(outputIndex)"
+                            + (offset.map { ", file offset \($0)" } ?? ""),
+                        rank: rank, file: t.file, tensor: t.name, offset: offset)))
+        }
+        // Elements no piece covers (vocab padding) are zero in `expected`.
+        let padding = -1
+        guard !reported.contains(padding), t.pieces.reduce(0, { $0 + $1.box.elementCount }) < t.shape.reduce(1, *) else { return out }
+        for e in 0..<expected.count / size where (0..<size).contains(where: { expected[e * size + $0] != actual[e * size + $0] }) {
+            let i = index(e)
+            if boxes.contains(where: { box in zip(i, box.ranges).allSatisfy { $1.contains($0) } }) { continue }
+            reported.insert(padding)
+            out.append(
+                Finding(
+                    difference: .init(
+                        kind: .padding,
+                        message:
+                            "rank \(rank) \(t.file): tensor '\(t.name)' has a non-zero padding element at \(i), where no source data belongs",
+                        rank: rank, file: t.file, tensor: t.name)))
+            break
+        }
+        return out
     }
 
     /// Distinct piece regions (replicas collapse) must tile the tensor: pairwise disjoint and
@@ -106,142 +281,6 @@ extension Verifier {
     }
 
     func describe(_ r: Region) -> String { "[" + r.ranges.map { "\($0.lowerBound):\($0.upperBound)" }.joined(separator: ", ") + "]" }
-
-    /// Compares one piece's bytes in its shard with the source, in blocks of source rows.
-    func compare(_ h: Holder, source info: TensorInfo, sourceCheckpoint: Checkpoint, shards: ShardSet) -> VerifyReport.Difference? {
-        let size = info.dtype.size
-        let region = h.piece.region
-        guard region.elementCount > 0 else { return nil }
-        let rowElements = region.ranges.dropFirst().reduce(1) { $0 * $1.count }
-        let rowsPerBlock = max(1, blockBytes / max(rowElements * size, 1))
-        let rows = region.ranges.first?.count ?? 1
-        var expected = [UInt8]()
-        var actual = [UInt8]()
-        var r0 = 0
-        while r0 < max(rows, 1) {
-            let r1 = region.ranges.isEmpty ? 1 : min(rows, r0 + rowsPerBlock)
-            var sub = region
-            var target = h.piece.box
-            if !region.ranges.isEmpty {
-                // The source's dimension 0 is the box's first dimension past the unit ones of a stacked output.
-                let d = target.ranges.count - region.ranges.count
-                sub.ranges[0] = region.ranges[0].lowerBound + r0..<region.ranges[0].lowerBound + r1
-                target.ranges[d] = target.ranges[d].lowerBound + r0..<target.ranges[d].lowerBound + r1
-            }
-            let bytes = sub.elementCount * size
-            if expected.count < bytes {
-                expected = [UInt8](repeating: 0, count: bytes)
-                actual = [UInt8](repeating: 0, count: bytes)
-            }
-            do {
-                try expected.withUnsafeMutableBytes {
-                    try sourceCheckpoint.read(info, region: sub, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<bytes]))
-                }
-                try actual.withUnsafeMutableBytes {
-                    try shards.read(
-                        ShardSet.TensorKey(file: h.tensor.file, name: h.tensor.name), region: target,
-                        into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<bytes]))
-                }
-            } catch {
-                return .init(
-                    kind: .unreadableShard, message: "rank \(h.rank) \(h.tensor.file): cannot read '\(h.tensor.name)': \(error)",
-                    rank: h.rank, file: h.tensor.file, tensor: h.tensor.name)
-            }
-            let same = expected.withUnsafeBytes { e in actual.withUnsafeBytes { a in memcmp(e.baseAddress!, a.baseAddress!, bytes) == 0 } }
-            if !same, let k = (0..<bytes).first(where: { expected[$0] != actual[$0] }) {
-                let element = k / size
-                let sourceIndex = coordinates(element, in: sub)
-                let outputIndex = coordinates(element, in: target)
-                let linear = zip(outputIndex, strides(h.tensor.shape)).reduce(0) { $0 + $1.0 * $1.1 }
-                let stored = try? shards.tensor(file: h.tensor.file, name: h.tensor.name)
-                let offset = stored?.offset.map { $0 + linear * size + k % size }
-                return .init(
-                    kind: .tensorBytes,
-                    message:
-                        "source tensor '\(info.name)' differs in rank \(h.rank) \(h.tensor.file), tensor '\(h.tensor.name)': first difference at source index \(sourceIndex), shard index \(outputIndex)"
-                        + (offset.map { ", file offset \($0)" } ?? ""),
-                    rank: h.rank, file: h.tensor.file, tensor: h.tensor.name, offset: offset)
-            }
-            r0 = r1
-        }
-        return nil
-    }
-
-    /// A fill piece's box must hold its constant (the attention scales of `--layout vllm`).
-    func checkFills(rank: Int, tensor t: PlannedTensor, shards: ShardSet) -> VerifyReport.Difference? {
-        for p in t.pieces where p.fill != nil {
-            let box = p.box
-            guard let element = p.fillElement(t.dtype), box.elementCount > 0 else {
-                return .init(
-                    kind: .tensorMismatch,
-                    message: "rank \(rank) \(t.file): tensor '\(t.name)' has a fill piece of dtype \(t.dtype.rawValue)",
-                    rank: rank, file: t.file, tensor: t.name)
-            }
-            var block = [UInt8](repeating: 0, count: box.elementCount * element.count)
-            do {
-                try block.withUnsafeMutableBytes { try shards.read(ShardSet.TensorKey(file: t.file, name: t.name), region: box, into: $0) }
-            } catch {
-                return .init(
-                    kind: .unreadableShard, message: "rank \(rank) \(t.file): cannot read '\(t.name)': \(error)", rank: rank, file: t.file,
-                    tensor: t.name)
-            }
-            if let k = block.indices.first(where: { block[$0] != element[$0 % element.count] }) {
-                return .init(
-                    kind: .tensorBytes,
-                    message:
-                        "rank \(rank) \(t.file): tensor '\(t.name)' should hold the constant \(p.fill!) (no source data) but differs at \(coordinates(k / element.count, in: box))",
-                    rank: rank, file: t.file, tensor: t.name)
-            }
-        }
-        return nil
-    }
-
-    /// Output elements no piece covers (vocab padding) must be zero.
-    func checkPadding(rank: Int, tensor t: PlannedTensor, shards: ShardSet) -> VerifyReport.Difference? {
-        let covered = t.pieces.reduce(0) { $0 + $1.region.elementCount }
-        let total = t.shape.reduce(1, *)
-        guard covered < total, !t.shape.isEmpty else { return nil }
-        let size = t.dtype.size
-        let rowElements = t.shape.dropFirst().reduce(1, *)
-        let rowsPerBlock = max(1, blockBytes / max(rowElements * size, 1))
-        let boxes = t.pieces.map(\.box.ranges)
-        // Rows inside a piece that spans whole rows hold source data only: skip them.
-        let fullRows = boxes.filter { box in zip(box.dropFirst(), t.shape.dropFirst()).allSatisfy { $0 == 0..<$1 } }.map { $0[0] }
-        var r0 = 0
-        while r0 < t.shape[0] {
-            if let covering = fullRows.first(where: { $0.contains(r0) }) {
-                r0 = covering.upperBound
-                continue
-            }
-            let nextCovered = fullRows.map(\.lowerBound).filter { $0 > r0 }.min() ?? t.shape[0]
-            let r1 = min(nextCovered, r0 + rowsPerBlock)
-            var region = Region(whole: t.shape)
-            region.ranges[0] = r0..<r1
-            var block = [UInt8](repeating: 0, count: region.elementCount * size)
-            do {
-                try block.withUnsafeMutableBytes {
-                    try shards.read(ShardSet.TensorKey(file: t.file, name: t.name), region: region, into: $0)
-                }
-            } catch {
-                return .init(
-                    kind: .unreadableShard, message: "rank \(rank) \(t.file): cannot read '\(t.name)': \(error)", rank: rank, file: t.file,
-                    tensor: t.name)
-            }
-            for e in 0..<region.elementCount {
-                let index = coordinates(e, in: region)
-                if boxes.contains(where: { box in zip(index, box).allSatisfy { $1.contains($0) } }) { continue }
-                if block[e * size..<(e + 1) * size].contains(where: { $0 != 0 }) {
-                    return .init(
-                        kind: .padding,
-                        message:
-                            "rank \(rank) \(t.file): tensor '\(t.name)' has a non-zero padding element at \(index), where no source data belongs",
-                        rank: rank, file: t.file, tensor: t.name)
-                }
-            }
-            r0 = r1
-        }
-        return nil
-    }
 
     func coordinates(_ element: Int, in region: Region) -> [Int] {
         var rest = element

@@ -1,4 +1,5 @@
 import Dispatch
+import FineShardExecution
 import FineShardFormats
 import FineShardOutput
 import FineShardSystem
@@ -14,7 +15,7 @@ public struct Verifier: Sendable {
     public var threads: Int
     public var blockBytes: Int
 
-    public init(folder: String, threads: Int = 1, blockBytes: Int = 16 << 20) {
+    public init(folder: String, threads: Int = 1, blockBytes: Int = 4 << 20) {
         self.folder = folder
         self.threads = max(1, threads)
         self.blockBytes = max(blockBytes, 4096)
@@ -40,17 +41,17 @@ public struct Verifier: Sendable {
                     kind: .missingRank,
                     message: "ranks \(RankList.describe(missingRanks)) are in no manifest (their shard tasks did not finish)")
             ]
-        let (fileDifferences, hashed, checked) = checkFiles(manifest, progress: progress)
+        let coverage = source.map { checkCoverage(manifest, source: $0) }
+        let (fileDifferences, contentDifferences, hashed, checked) = checkFiles(
+            manifest, source: source.map { ($0, coverage!.bad) }, progress: progress)
         differences += fileDifferences
         differences += extraFiles(manifest)
-        var reassembled = 0
         if let source {
             differences += checkSourceFiles(manifest, source)
-            let broken = Set(fileDifferences.compactMap(\.file))
-            let (tensorDifferences, count) = reassemble(manifest, source: source, skipping: broken)
-            differences += tensorDifferences
-            reassembled = count
+            differences += coverage!.differences
+            differences += contentDifferences
         }
+        let reassembled = coverage?.count ?? 0
         return VerifyReport(
             folder: folder, manifests: manifestNames, ranks: manifest.ranks.count, filesChecked: checked, bytesHashed: hashed,
             tensorsReassembled: reassembled, sourceChecked: source != nil, differences: differences,
@@ -59,14 +60,23 @@ public struct Verifier: Sendable {
 
     // MARK: - Files
 
-    /// Every file the manifest names, against its size and SHA-256, hashed in parallel.
-    func checkFiles(_ manifest: Manifest, progress: @escaping @Sendable (Int, Int) -> Void) -> ([VerifyReport.Difference], Int, Int) {
+    /// Every file the manifest names, against its size and SHA-256, hashed in parallel. With a
+    /// source, each rank file's tensors are compared with it in the same pass
+    /// (``hashAndCompare``); the content differences of a file that is missing, truncated or
+    /// altered are not reported (its file difference is). Returns the file differences, the
+    /// content differences, the bytes hashed and the number of files.
+    func checkFiles(
+        _ manifest: Manifest, source: (Checkpoint, bad: Set<String>)?, progress: @escaping @Sendable (Int, Int) -> Void
+    ) -> ([VerifyReport.Difference], [VerifyReport.Difference], Int, Int) {
         let files: [(Manifest.FileRecord, Int?)] =
             manifest.ranks.flatMap { r in r.files.map { ($0, Optional(r.rank)) } } + manifest.copied.map { ($0, nil) }
+        let tensors = Dictionary(grouping: manifest.ranks.flatMap(\.tensors), by: \.file)
+        let shards = ShardSet(folder: folder)
         let total = files.reduce(0) { $0 + $1.0.bytes }
         let next = Atomic<Int>(0)
         let done = Atomic<Int>(0)
         let found = Mutex<[Int: VerifyReport.Difference]>([:])
+        let content = Mutex<[Int: [Finding]]>([:])
         DispatchQueue.concurrentPerform(iterations: min(threads, max(files.count, 1))) { _ in
             while true {
                 let i = next.add(1, ordering: .relaxed).oldValue
@@ -87,17 +97,28 @@ public struct Verifier: Sendable {
                     )
                     continue
                 }
-                let digest = try? sha256(of: file)
+                var digest: String?
+                var findings: [Finding] = []
+                if let (checkpoint, bad) = source, let rank {
+                    (digest, findings) = hashAndCompare(
+                        file, size: size, name: record.name, rank: rank, tensors: tensors[record.name] ?? [], source: checkpoint,
+                        shards: shards, bad: bad)
+                } else {
+                    digest = try? sha256(of: file)
+                }
                 progress(done.add(size, ordering: .relaxed).newValue, total)
                 if let expected = record.sha256, digest != expected {
                     report(
                         .alteredFile,
                         "\(where_) \(record.name) has SHA-256 \(digest ?? "unreadable"), the manifest says \(expected) (altered)")
+                } else {
+                    content.withLock { $0[i] = findings }
                 }
             }
         }
         let differences = found.withLock { f in f.keys.sorted().map { f[$0]! } }
-        return (differences, total, files.count)
+        let findings = content.withLock { c in c.keys.sorted().flatMap { c[$0]! } }
+        return (differences, firstPerSourceTensor(findings), total, files.count)
     }
 
     /// Files in the folder that no manifest names, other than the manifests themselves and
