@@ -1,3 +1,4 @@
+import Crypto
 import Dispatch
 import FineShardFormats
 import FineShardOutput
@@ -187,7 +188,7 @@ public final class ShardExecutor: @unchecked Sendable {
         let total = ranks.reduce(0) { $0 + $1.byteCount }
         let next = Atomic<Int>(0)
         let done = Atomic<Int>(0)
-        let state = Mutex<(results: [String: WrittenFile], remaining: [Int: Int], error: (any Error)?)>(
+        let state = Mutex<(results: [String: (WrittenFile, [String: String])], remaining: [Int: Int], error: (any Error)?)>(
             ([:], Dictionary(uniqueKeysWithValues: ranks.map { ($0.rank, $0.files.count) }), nil))
         let byRank = Dictionary(uniqueKeysWithValues: ranks.map { ($0.rank, $0) })
         let threads = max(1, min(options.threads, jobs.count))
@@ -225,15 +226,16 @@ public final class ShardExecutor: @unchecked Sendable {
         return ranks.map { r in record(r, r.files.map { results[$0]! }) }
     }
 
-    func record(_ r: RankPlan, _ files: [WrittenFile]) -> Manifest.Rank {
+    func record(_ r: RankPlan, _ files: [(WrittenFile, tensorSHA256: [String: String])]) -> Manifest.Rank {
         Manifest.Rank(
             rank: r.rank, dpRank: r.dpRank, tpRank: r.tpRank,
-            files: zip(r.files, files).map { Manifest.FileRecord(name: $0, bytes: $1.bytes, sha256: $1.sha256) }, tensors: r.tensors)
+            files: zip(r.files, files).map { Manifest.FileRecord(name: $0, bytes: $1.0.bytes, sha256: $1.0.sha256, tensorSHA256: $1.1) },
+            tensors: r.tensors)
     }
 
     func writeFile(
         _ name: String, tensors: [PlannedTensor], assembler: inout TensorAssembler, done: borrowing Atomic<Int>, total: Int
-    ) throws -> WrittenFile {
+    ) throws -> (WrittenFile, tensorSHA256: [String: String]) {
         let target = path(name)
         let specs = tensors.map(\.spec)
         let writer: any TensorFileWriter =
@@ -242,17 +244,22 @@ public final class ShardExecutor: @unchecked Sendable {
             : try SafetensorsWriter(
                 path: target, tensors: specs, bufferSize: min(8 << 20, max(1 << 16, options.memoryBudget / max(options.threads, 1) / 4)))
         let byName = Dictionary(uniqueKeysWithValues: tensors.map { ($0.name, $0) })
+        var tensorSHA256: [String: String] = [:]
         do {
             for spec in writer.order {
                 let tensor = byName[spec.name]!
+                // Each tensor's own hash, so that a reader of some tensors can check what it reads.
+                var hasher = SHA256()
+                defer { tensorSHA256[spec.name] = hasher.finalize().hexString }
                 try assembler.assemble(tensor) { bytes in
+                    hasher.update(bufferPointer: bytes)
                     try writer.append(bytes)
                     let soFar = done.add(bytes.count, ordering: .relaxed).newValue
                     progress(soFar, total)
                 }
                 for _ in tensor.pieces { try FaultInjector.shared.check(.piece, path: target) }
             }
-            return try writer.finish()
+            return (try writer.finish(), tensorSHA256)
         } catch {
             writer.abort()
             throw error

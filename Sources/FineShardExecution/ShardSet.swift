@@ -1,4 +1,5 @@
 import FineShardFormats
+import FineShardOutput
 import Foundation
 import Synchronization
 
@@ -12,7 +13,7 @@ package final class ShardSet: PieceReader, @unchecked Sendable {
 
     package func checkpoint(_ file: String) throws -> Checkpoint {
         if let c = opened.withLock({ $0[file] }) { return c }
-        let c = try Checkpoint.open((folder as NSString).appendingPathComponent(file))
+        let c = try Checkpoint.open(try OutputFolder(folder).inside(file))
         opened.withLock { $0[file] = c }
         return c
     }
