@@ -116,4 +116,22 @@ extension ShardSet {
         let digest = try sha256(of: TensorKey(file: t.file, name: t.name))
         guard digest == expected else { throw differs("its data has SHA-256 \(digest), the manifest says \(expected) (altered)") }
     }
+
+    /// ``check(_:record:hash:)`` with the hash, once per tensor however often it is read (a reader
+    /// of some tensors, such as `forward-check`, checks exactly those it reads; a tensor read in part
+    /// is hashed whole).
+    package func checkOnce(_ t: PlannedTensor, record: Manifest.FileRecord?) throws {
+        let key = TensorKey(file: t.file, name: t.name)
+        guard !checked.withLock({ $0.tensors.contains(key) }) else { return }
+        try check(t, record: record, hash: true)
+        let hashed = record?.tensorSHA256?[t.name] != nil
+        checked.withLock {
+            guard $0.tensors.insert(key).inserted, hashed else { return }
+            $0.hashed += 1
+            $0.bytesHashed += t.byteCount
+        }
+    }
+
+    /// How many tensors ``checkOnce(_:record:)`` checked against a recorded hash, and their bytes.
+    package var hashChecks: (tensors: Int, bytes: Int) { checked.withLock { ($0.hashed, $0.bytesHashed) } }
 }

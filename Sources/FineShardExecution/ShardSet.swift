@@ -8,6 +8,8 @@ import Synchronization
 package final class ShardSet: PieceReader, @unchecked Sendable {
     package let folder: String
     private let opened = Mutex<[String: Checkpoint]>([:])
+    /// The tensors ``checkOnce(_:record:)`` has checked, and how many bytes it hashed.
+    let checked = Mutex<(tensors: Set<TensorKey>, hashed: Int, bytesHashed: Int)>(([], 0, 0))
 
     package init(folder: String) { self.folder = folder }
 
