@@ -26,7 +26,7 @@ let package = Package(
         .target(name: "FineShardModel", dependencies: ["FineShardFormats"]),
         .target(name: "FineShardPlanning", dependencies: ["FineShardModel", crypto]),
         .target(name: "FineShardOutput", dependencies: ["FineShardPlanning"]),
-        .target(name: "FineShardExecution", dependencies: ["FineShardOutput"]),
+        .target(name: "FineShardExecution", dependencies: ["FineShardOutput", crypto]),
         .target(name: "FineShardVerification", dependencies: ["FineShardExecution"]),
         .target(
             name: "FineShard",

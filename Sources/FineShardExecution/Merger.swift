@@ -1,8 +1,10 @@
+import Dispatch
 import FineShardFormats
 import FineShardOutput
 import FineShardPlanning
 import FineShardSystem
 import Foundation
+import Synchronization
 
 /// Writes a dense Hugging Face checkpoint back from shards (the inverse of `shard`): each source
 /// tensor is assembled from one copy of every region the manifest's pieces give it, so vocab
@@ -53,7 +55,9 @@ public struct Merger: Sendable {
     }
 
     /// Writes `model.safetensors` (or `model-0000i-of-0000n.safetensors` parts with
-    /// `model.safetensors.index.json`) and the copied non-weight files into `output`.
+    /// `model.safetensors.index.json`) and the copied non-weight files into `output`. Every file the
+    /// manifest names is checked (size, SHA-256, tensor headers) before anything is written; the
+    /// output is written under temporary names and renamed into place only when all of it is done.
     public func merge() throws -> [WrittenFile] {
         let parts = try Manifest.load(folder: folder)
         let (manifest, missing) = try Manifest.combine(parts, requireAllRanks: false)
@@ -64,6 +68,9 @@ public struct Merger: Sendable {
         if let uncovered = tensors.first(where: { t in t.pieces.reduce(0) { $0 + $1.region.elementCount } != t.shape.reduce(1, *) }) {
             throw ManifestError.cannotCombine(.tensorNotCovered(tensor: uncovered.name))
         }
+        let shards = ShardSet(folder: folder)
+        try Self.checkShards(manifest, shards: shards)
+        let copied = try manifest.copied.map { try Self.readCopied($0, from: OutputFolder(folder)) }
         try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
         // Parts in name order, as Hugging Face's save_pretrained shards.
         var groups: [[Int]] = []
@@ -78,35 +85,90 @@ public struct Merger: Sendable {
                 String(format: "model-%05d-of-%05d.safetensors", $0 + 1, groups.count)
             }
         for (g, members) in groups.enumerated() { for i in members { tensors[i].file = names[g] } }
-        let shards = ShardSet(folder: folder)
         var assembler = TensorAssembler(reader: shards, blockBytes: blockBytes)
         var written: [WrittenFile] = []
-        for (g, members) in groups.enumerated() {
-            let path = (output as NSString).appendingPathComponent(names[g])
-            let writer = try SafetensorsWriter(path: path, tensors: members.map { tensors[$0].spec }, metadata: ["format": "pt"])
-            let byName = Dictionary(uniqueKeysWithValues: members.map { (tensors[$0].name, tensors[$0]) })
-            do {
-                for spec in writer.order { try assembler.assemble(byName[spec.name]!) { try writer.append($0) } }
-                written.append(try writer.finish())
-            } catch {
-                writer.abort()
-                throw error
+        // Finished files wait under their temporary names until everything is written.
+        var staged: [(temporary: String, final: String)] = []
+        func stage(_ final: String) -> String {
+            let temporary = temporaryPath(for: final)
+            TemporaryFiles.shared.register(temporary)
+            staged.append((temporary, final))
+            return temporary
+        }
+        do {
+            for (g, members) in groups.enumerated() {
+                let path = (output as NSString).appendingPathComponent(names[g])
+                let writer = try SafetensorsWriter(path: stage(path), tensors: members.map { tensors[$0].spec }, metadata: ["format": "pt"])
+                let byName = Dictionary(uniqueKeysWithValues: members.map { (tensors[$0].name, tensors[$0]) })
+                do {
+                    for spec in writer.order { try assembler.assemble(byName[spec.name]!) { try writer.append($0) } }
+                    var file = try writer.finish()
+                    file.path = path
+                    written.append(file)
+                } catch {
+                    writer.abort()
+                    throw error
+                }
             }
-        }
-        if groups.count > 1 {
-            var map: [String: String] = [:]
-            for t in tensors { map[t.name] = t.file }
-            let index: [String: Any] = ["metadata": ["total_size": tensors.reduce(0) { $0 + $1.byteCount }], "weight_map": map]
-            let data = try JSONSerialization.data(withJSONObject: index, options: [.sortedKeys, .prettyPrinted])
-            try writeAtomically(Array(data), to: (output as NSString).appendingPathComponent(Checkpoint.indexFileName))
-        }
-        for copied in manifest.copied {
-            let source = try OpenFile.forReading((folder as NSString).appendingPathComponent(copied.name))
-            let target = (output as NSString).appendingPathComponent(copied.name)
-            try FileManager.default.createDirectory(
-                atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            try writeAtomically(try source.read(count: try source.size(), at: 0), to: target)
+            if groups.count > 1 {
+                var map: [String: String] = [:]
+                for t in tensors { map[t.name] = t.file }
+                let index: [String: Any] = ["metadata": ["total_size": tensors.reduce(0) { $0 + $1.byteCount }], "weight_map": map]
+                let data = try JSONSerialization.data(withJSONObject: index, options: [.sortedKeys, .prettyPrinted])
+                try writeAtomically(Array(data), to: stage((output as NSString).appendingPathComponent(Checkpoint.indexFileName)))
+            }
+            for (record, bytes) in zip(manifest.copied, copied) {
+                let target = (output as NSString).appendingPathComponent(record.name)
+                try FileManager.default.createDirectory(
+                    atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                try writeAtomically(bytes, to: stage(target))
+            }
+            for (temporary, final) in staged {
+                try moveIntoPlace(temporary, final)
+                TemporaryFiles.shared.unregister(temporary)
+            }
+        } catch {
+            for (temporary, _) in staged {
+                removeFile(temporary)
+                TemporaryFiles.shared.unregister(temporary)
+            }
+            throw error
         }
         return written
+    }
+
+    /// Every rank file against its size and SHA-256 and its tensors against their hashes and the
+    /// manifest's dtypes and shapes (files in parallel, each read once): a difference stops the merge
+    /// (exit 1) before anything is written.
+    static func checkShards(_ manifest: Manifest, shards: ShardSet) throws {
+        let files = manifest.ranks.flatMap { r in r.files.map { f in (f, r.tensors.filter { $0.file == f.name }) } }
+        let next = Atomic<Int>(0)
+        let found = Mutex<[Int: any Error]>([:])
+        DispatchQueue.concurrentPerform(iterations: max(1, min(ProcessInfo.processInfo.activeProcessorCount, files.count))) { _ in
+            while true {
+                let i = next.add(1, ordering: .relaxed).oldValue
+                guard i < files.count else { return }
+                do { try shards.check(file: files[i].0, tensors: files[i].1) } catch { found.withLock { $0[i] = error } }
+            }
+        }
+        if let (_, error) = found.withLock({ $0.min { $0.key < $1.key } }) { throw error }
+    }
+
+    /// A copied non-weight file's bytes, checked against its record (exit 1 when they differ).
+    static func readCopied(_ record: Manifest.FileRecord, from folder: OutputFolder) throws -> [UInt8] {
+        let file: OpenFile
+        do {
+            file = try OpenFile.forReading(try folder.inside(record.name))
+        } catch {
+            throw ManifestError.shardDiffers(file: folder.path(record.name), tensor: nil, message: "copied file cannot be read: \(error)")
+        }
+        let bytes = try file.read(count: try file.size(), at: 0)
+        let digest = sha256(of: bytes)
+        guard bytes.count == record.bytes, record.sha256 == nil || digest == record.sha256 else {
+            throw ManifestError.shardDiffers(
+                file: folder.path(record.name), tensor: nil,
+                message: "copied file has \(bytes.count) bytes and SHA-256 \(digest), the manifest says \(record.bytes) and \(record.sha256 ?? "none")")
+        }
+        return bytes
     }
 }

@@ -1,3 +1,4 @@
+import Crypto
 import Dispatch
 import FineShardFormats
 import FineShardOutput
@@ -199,7 +200,7 @@ public final class ShardExecutor: @unchecked Sendable {
             .flatMap { members in stride(from: 0, to: members.count, by: 64).map { Array(members[$0..<min($0 + 64, members.count)]) } }
         let total = ranks.reduce(0) { $0 + $1.byteCount }
         let done = Atomic<Int>(0)
-        let state = Mutex<(results: [String: WrittenFile], remaining: [Int: Int])>(
+        let state = Mutex<(results: [String: (WrittenFile, [String: String])], remaining: [Int: Int])>(
             ([:], Dictionary(uniqueKeysWithValues: ranks.map { ($0.rank, $0.files.count) })))
         let byRank = Dictionary(uniqueKeysWithValues: ranks.map { ($0.rank, $0) })
         let threads = max(1, options.threads)
@@ -230,10 +231,11 @@ public final class ShardExecutor: @unchecked Sendable {
         return ranks.map { r in record(r, r.files.map { results[$0]! }) }
     }
 
-    func record(_ r: RankPlan, _ files: [WrittenFile]) -> Manifest.Rank {
+    func record(_ r: RankPlan, _ files: [(WrittenFile, tensorSHA256: [String: String])]) -> Manifest.Rank {
         Manifest.Rank(
             rank: r.rank, dpRank: r.dpRank, tpRank: r.tpRank,
-            files: zip(r.files, files).map { Manifest.FileRecord(name: $0, bytes: $1.bytes, sha256: $1.sha256) }, tensors: r.tensors)
+            files: zip(r.files, files).map { Manifest.FileRecord(name: $0, bytes: $1.0.bytes, sha256: $1.0.sha256, tensorSHA256: $1.1) },
+            tensors: r.tensors)
     }
 
     /// What makes two planned tensors' bytes equal, whatever their names and files.
@@ -246,8 +248,10 @@ public final class ShardExecutor: @unchecked Sendable {
     /// Writes the files of one group (same tensor list) in step; returns them in `members` order.
     func writeGroup(
         _ members: [Job], bufferBytes: Int, threads: Int, assemblers: AssemblerPool, done: borrowing Atomic<Int>, total: Int
-    ) throws -> [WrittenFile] {
+    ) throws -> [(WrittenFile, [String: String])] {
         var writers: [any TensorFileWriter] = []
+        // Each tensor's own hash, so that a reader of some tensors can check what it reads.
+        let tensorSHA256 = Mutex<[[String: String]]>(Array(repeating: [:], count: members.count))
         do {
             for job in members {
                 let target = path(job.file)
@@ -264,20 +268,25 @@ public final class ShardExecutor: @unchecked Sendable {
                     .values.sorted { $0[0] < $1[0] }
                 try parallel(classes.count, threads: threads) { c in
                     let same = classes[c]
+                    var hasher = SHA256()
                     try assemblers.with { a in
                         try a.assemble(tensors[same[0]]) { bytes in
+                            hasher.update(bufferPointer: bytes)
                             try parallel(same.count, threads: threads) { m in
                                 try writers[same[m]].append(bytes)
                                 progress(done.add(bytes.count, ordering: .relaxed).newValue, total)
                             }
                         }
                     }
+                    let digest = hasher.finalize().hexString
+                    tensorSHA256.withLock { for m in same { $0[m][spec.name] = digest } }
                 }
                 for (job, tensor) in zip(members, tensors) {
                     for _ in tensor.pieces { try FaultInjector.shared.check(.piece, path: path(job.file)) }
                 }
             }
-            return try writers.map { try $0.finish() }
+            let hashes = tensorSHA256.withLock { $0 }
+            return try zip(writers, hashes).map { (try $0.finish(), $1) }
         } catch {
             for w in writers { w.abort() }
             throw error

@@ -1,4 +1,5 @@
 import FineShardFormats
+import FineShardOutput
 import Foundation
 import Synchronization
 
@@ -7,12 +8,14 @@ import Synchronization
 package final class ShardSet: PieceReader, @unchecked Sendable {
     package let folder: String
     private let opened = Mutex<[String: Checkpoint]>([:])
+    /// The tensors ``checkOnce(_:record:)`` has checked, and how many bytes it hashed.
+    let checked = Mutex<(tensors: Set<TensorKey>, hashed: Int, bytesHashed: Int)>(([], 0, 0))
 
     package init(folder: String) { self.folder = folder }
 
     package func checkpoint(_ file: String) throws -> Checkpoint {
         if let c = opened.withLock({ $0[file] }) { return c }
-        let c = try Checkpoint.open((folder as NSString).appendingPathComponent(file))
+        let c = try Checkpoint.open(try OutputFolder(folder).inside(file))
         opened.withLock { $0[file] = c }
         return c
     }

@@ -92,20 +92,15 @@ extension Checkpoint {
                 weightMap.append((tensor, file))
                 continue
             }
-            let components = raw.split(separator: "/", omittingEmptySubsequences: false)
-            guard !raw.hasPrefix("/"), !raw.isEmpty, !components.contains(".."), !raw.contains("\0") else {
+            if let problem = RelativePath.problem(raw) {
                 throw CheckpointError.invalidIndex(
                     file: indexFileName,
                     message:
-                        "tensor '\(tensor)' is mapped to '\(raw)', which is not a file inside the checkpoint folder (absolute paths and '..' are refused)"
+                        "tensor '\(tensor)' is mapped to '\(raw)', which is not a file inside the checkpoint folder: it \(problem) (absolute paths and '..' are refused)"
                 )
             }
             // "./a.safetensors" and "a.safetensors" name one file.
-            let file = components.filter { $0 != "." && !$0.isEmpty }.joined(separator: "/")
-            guard !file.isEmpty else {
-                throw CheckpointError.invalidIndex(
-                    file: indexFileName, message: "tensor '\(tensor)' is mapped to '\(raw)', which is the folder itself")
-            }
+            let file = RelativePath.normalized(raw)
             normalized[raw] = file
             weightMap.append((tensor, file))
             if !files.contains(file) { files.append(file) }

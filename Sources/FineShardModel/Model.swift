@@ -88,6 +88,13 @@ public struct Model: Sendable {
     /// The input embedding table (the source of a tied lm_head).
     public var embedding: String?
 
+    package init(facts: ModelFacts, roles: [String: TensorRole], unknown: [String], embedding: String?) {
+        self.facts = facts
+        self.roles = roles
+        self.unknown = unknown
+        self.embedding = embedding
+    }
+
     /// Recognizes the model from `config.json` (when present) and the tensor names and shapes.
     public static func recognize(_ tensors: [TensorInfo], config: ModelConfig?) throws -> Model {
         let names = tensors.map(\.name)

@@ -31,6 +31,15 @@ extension Manifest {
             guard m.copied == combined.copied else {
                 throw ManifestError.cannotCombine(.copiedFilesDiffer)
             }
+            // One fingerprint means one plan; a part whose other fields say otherwise was edited.
+            let disagreeing: [(String, Bool)] = [
+                ("parallel", m.parallel == combined.parallel), ("source.format", m.source.format == combined.source.format),
+                ("source.model", m.source.model == combined.source.model), ("source.tensors", m.source.tensors == combined.source.tensors),
+                ("source.files", m.source.files.map { [$0.name, String($0.bytes)] } == combined.source.files.map { [$0.name, String($0.bytes)] }),
+            ]
+            if let (field, _) = disagreeing.first(where: { !$0.1 }) {
+                throw ManifestError.cannotCombine(.partsDisagree(field: field))
+            }
         }
         var seen: [Int: Int] = [:]
         for m in parts { for r in m.ranks { seen[r.rank, default: 0] += 1 } }

@@ -20,16 +20,26 @@ public struct Manifest: Codable, Sendable, Equatable {
         }
     }
 
-    /// A file and its hash; `sha256` is nil when it was not computed.
+    /// A file and its hash; `sha256` is nil when it was not computed. A rank file also records the
+    /// SHA-256 of each tensor's data (row-major, little-endian: the bytes a reader gets, in either
+    /// format), so that a reader of some tensors checks exactly what it reads; nil in manifests
+    /// written before it existed.
     public struct FileRecord: Codable, Sendable, Equatable, Hashable {
         public var name: String
         public var bytes: Int
         public var sha256: String?
+        public var tensorSHA256: [String: String]?
 
-        package init(name: String, bytes: Int, sha256: String?) {
+        enum CodingKeys: String, CodingKey {
+            case name, bytes, sha256
+            case tensorSHA256 = "tensor_sha256"
+        }
+
+        package init(name: String, bytes: Int, sha256: String?, tensorSHA256: [String: String]? = nil) {
             self.name = name
             self.bytes = bytes
             self.sha256 = sha256
+            self.tensorSHA256 = tensorSHA256
         }
     }
 
@@ -95,18 +105,22 @@ public struct Manifest: Codable, Sendable, Equatable {
         try writeAtomically(Array(try encoded()), to: path, durable: true)
     }
 
-    /// Reads a manifest; a missing, unreadable or malformed one is bad input naming the file.
+    /// Reads and validates a manifest (``validate(file:complete:)``; `manifest.json` must list every
+    /// rank); a missing, unreadable, malformed or invalid one is bad input naming the file and field.
     public static func read(_ path: String) throws -> Manifest {
         let file = try OpenFile.forReading(path)
         let bytes = try file.read(count: try file.size(), at: 0)
+        let manifest = try decode(bytes, file: path)
+        try manifest.validate(file: path, complete: (path as NSString).lastPathComponent == fileName)
+        return manifest
+    }
+
+    /// Decodes a manifest's JSON (not yet validated); malformed JSON is bad input naming `file`.
+    package static func decode(_ bytes: [UInt8], file: String) throws -> Manifest {
         do {
-            let manifest = try JSONDecoder().decode(Manifest.self, from: Data(bytes))
-            guard manifest.schema == schemaName else {
-                throw ManifestError.invalid(file: path, message: "schema is '\(manifest.schema)', expected '\(schemaName)'")
-            }
-            return manifest
+            return try JSONDecoder().decode(Manifest.self, from: Data(bytes))
         } catch let error as DecodingError {
-            throw ManifestError.invalid(file: path, message: "\(error)")
+            throw ManifestError.invalid(file: file, message: "\(error)")
         }
     }
 
@@ -134,10 +148,14 @@ public enum ManifestError: FineShardError, Equatable {
     case cannotCombine(CombineProblem)
     /// Not enough room for the output.
     case noSpace(folder: String, needed: Int, available: Int)
+    /// A shard file (or one of its tensors) is not what the manifest records: its hash, size or
+    /// header differs. A difference, as `verify` reports it (exit 1).
+    case shardDiffers(file: String, tensor: String?, message: String)
 
     public var exitCode: Int32 {
         switch self {
         case .noSpace: 3
+        case .shardDiffers: 1
         default: 2
         }
     }
@@ -152,6 +170,8 @@ public enum ManifestError: FineShardError, Equatable {
         case .cannotCombine(let problem): "cannot combine partial manifests: \(problem)"
         case .noSpace(let folder, let needed, let available):
             "\(folder): not enough free space: the output needs \(needed) bytes, \(available) are available"
+        case .shardDiffers(let file, let tensor, let message):
+            "\(file)\(tensor.map { ", tensor '\($0)'" } ?? ""): \(message); the shards are not what the manifest records (run fineshard verify)"
         }
     }
 }
@@ -162,6 +182,8 @@ public enum CombineProblem: Sendable, Equatable, CustomStringConvertible {
     /// Two parts come from different plans (their fingerprints).
     case fingerprintsDiffer(String, String)
     case copiedFilesDiffer
+    /// Parts with one fingerprint that record different values of `field` (`parallel`, `source.…`).
+    case partsDisagree(field: String)
     case rankInSeveralParts(rank: Int)
     /// Ranks no part covers; `merge` needs every rank, `manifest combine` says to run their tasks.
     case ranksMissing([Int], forMerge: Bool)
@@ -174,6 +196,7 @@ public enum CombineProblem: Sendable, Equatable, CustomStringConvertible {
         case .fingerprintsDiffer(let a, let b):
             "plan fingerprints differ (\(a.prefix(12))… vs \(b.prefix(12))…): the parts come from different sources or options"
         case .copiedFilesDiffer: "the parts list different copied non-weight files"
+        case .partsDisagree(let field): "the parts share one plan fingerprint but record different \(field)"
         case .rankInSeveralParts(let rank): "rank \(rank) is in more than one partial manifest"
         case .ranksMissing(let ranks, forMerge: true): "ranks \(RankList.describe(ranks)) are missing; merge needs every rank"
         case .ranksMissing(let ranks, forMerge: false):

@@ -43,6 +43,20 @@ public struct OutputFolder: Sendable {
     /// The path of `name` inside OUT.
     public func path(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
 
+    /// The path of a file a manifest names, for reading: the name is a relative path inside OUT
+    /// (validated with the manifest) and no component of it may be a symbolic link, so that a
+    /// hostile folder cannot make fineshard read elsewhere through one.
+    package func inside(_ name: String) throws -> String {
+        var partial = path
+        for component in name.split(separator: "/") {
+            partial = (partial as NSString).appendingPathComponent(String(component))
+            if (try? FileManager.default.attributesOfItem(atPath: partial)[.type] as? FileAttributeType) == .typeSymbolicLink {
+                throw SystemError.unreadable(file: partial, reason: "is a symbolic link; fineshard reads only files inside the output folder")
+            }
+        }
+        return partial
+    }
+
     /// The path of `rank`'s journal entry.
     public func journalEntryPath(rank: Int) -> String { path(Self.journalEntryName(rank: rank)) }
 

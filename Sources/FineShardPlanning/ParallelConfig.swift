@@ -154,4 +154,17 @@ public struct ParallelConfig: Codable, Sendable, Hashable {
     }
 
     public var worldSize: Int { dp * tp }
+
+    /// The file extension of the output format.
+    public var fileExtension: String { format == .hdf5 ? "h5" : "safetensors" }
+
+    /// The output file name of `rank`'s part `part`, from `--file-pattern` (the one place rank files
+    /// are named: the plan names them, a manifest's names are checked against it).
+    public func fileName(rank: Int, part: Int) -> String {
+        filePattern
+            .replacingOccurrences(of: "{rank}", with: String(rank))
+            .replacingOccurrences(of: "{dp_rank}", with: String(rank / tp))
+            .replacingOccurrences(of: "{tp_rank}", with: String(rank % tp))
+            .replacingOccurrences(of: "{part}", with: String(part)) + "." + fileExtension
+    }
 }

@@ -27,6 +27,10 @@ public struct RankTopology: Sendable, Hashable {
 
     public var worldSize: Int { dp * tp }
 
+    /// The most ranks (DP × TP) fineshard plans or reads a manifest of: far above any deployment
+    /// (DeepSeek-R1 runs on a few hundred NPUs), low enough that per-rank tables stay small.
+    public static let maxWorldSize = 1 << 20
+
     public func dpRank(_ rank: Int) -> Int { rank / tp }
     public func tpRank(_ rank: Int) -> Int { rank % tp }
 

@@ -206,7 +206,7 @@ public struct ShardPlan: Sendable {
     }
 
     /// The file extension of the output format.
-    public var fileExtension: String { parallel.format == .hdf5 ? "h5" : "safetensors" }
+    public var fileExtension: String { parallel.fileExtension }
 
     /// The cut a split rule makes for `rank`.
     func cut(_ split: Split, of source: TensorSpec, rank: Int) -> DimCut {
@@ -309,13 +309,7 @@ public struct ShardPlan: Sendable {
     }
 
     /// The output file name of `rank`'s part `part`, from `--file-pattern`.
-    public func fileName(rank: Int, part: Int) -> String {
-        parallel.filePattern
-            .replacingOccurrences(of: "{rank}", with: String(rank))
-            .replacingOccurrences(of: "{dp_rank}", with: String(topology.dpRank(rank)))
-            .replacingOccurrences(of: "{tp_rank}", with: String(topology.tpRank(rank)))
-            .replacingOccurrences(of: "{part}", with: String(part)) + "." + fileExtension
-    }
+    public func fileName(rank: Int, part: Int) -> String { parallel.fileName(rank: rank, part: part) }
 
     /// Output bytes of every rank, computed from shapes alone (no pieces built): split shards
     /// have one length for every index, so only owned tensors differ between ranks.

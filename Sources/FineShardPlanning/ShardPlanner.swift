@@ -44,6 +44,16 @@ public struct ShardPlanner {
             unknown: model.unknown, warnings: planner.warnings(), notes: notes)
     }
 
+    /// The planner's checks of a parallel configuration against a model's facts alone (no tensors):
+    /// what `shard` refuses, so what no manifest fineshard writes can hold (docs/SPEC.md §5).
+    package static func problems(in parallel: ParallelConfig, facts: ModelFacts) -> [String] {
+        var planner = ShardPlanner(
+            sources: [], model: Model(facts: facts, roles: [:], unknown: [], embedding: nil), parallel: parallel,
+            topology: RankTopology(dp: parallel.dp, tp: parallel.tp, finegrained: parallel.finegrained))
+        planner.validateConfiguration()
+        return planner.problems
+    }
+
     mutating func problem(_ message: String, key: String? = nil) {
         if seenProblems.insert(key ?? message).inserted { problems.append(message) }
     }
@@ -69,6 +79,10 @@ public struct ShardPlanner {
         if p.vocabPadding < 1 { problem("--vocab-padding must be at least 1, is \(p.vocabPadding)") }
         if p.maxFileSize < 1 { problem("--max-file-size must be at least 1 byte, is \(p.maxFileSize)") }
         guard problems.isEmpty else { return }
+        let (world, overflow) = p.dp.multipliedReportingOverflow(by: p.tp)
+        if overflow || world > RankTopology.maxWorldSize {
+            return problem("--dp × --tp = \(p.dp) × \(p.tp) is more than \(RankTopology.maxWorldSize) ranks")
+        }
         for c in Component.allCases where p.finegrained[c] < 0 {
             problem("\(Self.optionName(c)) must be 0 (follow --tp) or a group size, is \(p.finegrained[c])")
         }

@@ -146,10 +146,16 @@ public struct ForwardCheckReport: Codable, Sendable {
     public var seconds: Double
     /// Peak resident set size of the process (`getrusage` `ru_maxrss`).
     public var peakRSSBytes: Int
+    /// Shard tensors whose SHA-256 was checked against the manifest before they were used (every one
+    /// read, when the manifest records tensor hashes), and their bytes.
+    public var shardTensorsHashed = 0
+    public var shardBytesHashed = 0
 
     enum CodingKeys: String, CodingKey {
         case folder, architecture, output, layout, format, dp, tp, finegrained, tolerance, ranks, dense, ok, seconds
         case peakRSSBytes = "peak_rss_bytes"
+        case shardTensorsHashed = "shard_tensors_hashed"
+        case shardBytesHashed = "shard_bytes_hashed"
         case routingChoices = "routing_choices"
         case routingTies = "routing_ties"
         case routingDifferences = "routing_differences"

@@ -48,10 +48,10 @@ extension ForwardChecker {
     /// that differs is named with its rank and tensors), and the routing of MoE layers is settled as in
     /// the full mode (near-ties reported, not failed).
     ///
-    /// Hashes: the manifest records one SHA-256 per shard file, not per tensor, so the bytes read here
-    /// cannot be checked against it without reading every touched file whole — which is what this mode
-    /// avoids. The report says so (``LayerCheckReport/hashes``) and names the files and their size;
-    /// `fineshard verify OUT` checks them.
+    /// Hashes: every shard tensor read is checked against the SHA-256 the manifest records for it
+    /// before it is used (a tensor read in part is hashed whole), so a corrupted shard stops the check
+    /// (exit 1) naming file and tensor. A manifest written before tensor hashes existed has none: the
+    /// report says so (``LayerCheckReport/hashes``) and names the files; `fineshard verify OUT` checks them.
     public func runLayers(_ selected: [Int], source: Checkpoint) throws -> LayerCheckReport {
         let start = Date()
         let ioStart = Self.processBytesRead()
@@ -187,10 +187,13 @@ extension ForwardChecker {
 
         let fileBytes = manifest.ranks.flatMap(\.files).filter { touched.contains($0.name) }.reduce(0) { $0 + $1.bytes }
         let allBytes = manifest.ranks.flatMap(\.files).reduce(0) { $0 + $1.bytes }
+        let recorded = manifest.ranks.allSatisfy { $0.files.allSatisfy { $0.tensorSHA256 != nil } }
+        let (hashedTensors, hashedBytes) = shards.shards.hashChecks
         let hashes = LayerCheckReport.Hashes(
-            checked: false, filesTouched: touched.count, touchedFileBytes: fileBytes, shardFileBytes: allBytes,
-            note:
-                "not checked: manifest.json records one SHA-256 per shard file, not per tensor, so the tensors read cannot be checked without reading the \(touched.count) files they are in whole (\(fileBytes) bytes of \(allBytes)); run `fineshard verify \(folder)` to check the hashes"
+            checked: recorded, filesTouched: touched.count, touchedFileBytes: fileBytes, shardFileBytes: allBytes,
+            note: recorded
+                ? "checked: the SHA-256 of each of the \(hashedTensors) shard tensors read (\(hashedBytes) bytes hashed; a tensor read in part, such as the embedding rows of the tokens, is hashed whole)"
+                : "not checked: this manifest records one SHA-256 per shard file, not per tensor (it was written before fineshard recorded tensor hashes), so the tensors read cannot be checked without reading the \(touched.count) files they are in whole (\(fileBytes) bytes of \(allBytes)); run `fineshard verify \(folder)` to check the hashes"
         )
         let io = Self.processBytesRead().map { $0 - (ioStart ?? 0) }
         return LayerCheckReport(

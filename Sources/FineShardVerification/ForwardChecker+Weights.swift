@@ -67,6 +67,8 @@ extension ForwardChecker {
     struct ShardWeights: Weights {
         let shards: ShardSet
         let tensors: [[String: PlannedTensor]]
+        /// Every rank file's record, for its tensor hashes.
+        let files: [String: Manifest.FileRecord]
 
         init(folder: String, manifest: Manifest) {
             shards = ShardSet(folder: folder)
@@ -75,6 +77,7 @@ extension ForwardChecker {
                 byRank[r.rank] = Dictionary(r.tensors.map { ($0.name, $0) }) { a, _ in a }
             }
             tensors = byRank
+            files = Dictionary(manifest.ranks.flatMap(\.files).map { ($0.name, $0) }) { a, _ in a }
         }
 
         func shape(_ name: String, rank: Int) throws -> [Int]? { tensors[rank][name]?.shape }
@@ -84,16 +87,10 @@ extension ForwardChecker {
                 throw ForwardCheckError.layoutDisagrees(
                     rank: rank, tensor: name, message: "the manifest lists no such tensor for this rank")
             }
+            // Header and SHA-256 against the manifest before the tensor is used (exit 1 when they differ).
+            try shards.checkOnce(planned, record: files[planned.file])
             let checkpoint = try shards.checkpoint(planned.file)
-            let info = try checkpoint.tensor(name)
-            guard info.shape == planned.shape, info.dtype == planned.dtype else {
-                throw ForwardCheckError.layoutDisagrees(
-                    rank: rank, tensor: name,
-                    message:
-                        "\(planned.file) holds it as \(info.dtype.rawValue) \(info.shape), the manifest says \(planned.dtype.rawValue) \(planned.shape)"
-                )
-            }
-            return try Self.floats(checkpoint, info, rows: rows)
+            return try Self.floats(checkpoint, try checkpoint.tensor(name), rows: rows)
         }
 
         func firstSourceRow(_ name: String, rank: Int) -> Int? {

@@ -99,8 +99,9 @@ public struct ForwardChecker: Sendable {
 
         let pad = parallel.vocabPadding
         let shardedTrace = Trace()
+        let shardWeights = ShardWeights(folder: folder, manifest: manifest)
         var shardedPass = Simulation(
-            arch: arch, weights: ShardWeights(folder: folder, manifest: manifest), topology: topology,
+            arch: arch, weights: shardWeights, topology: topology,
             paddedVocab: (arch.vocab + pad - 1) / pad * pad,
             tokens: (0..<topology.worldSize).map { batches[topology.dpRank($0)] },
             segments: (0..<topology.worldSize).map { [batches[topology.dpRank($0)].count] },
@@ -158,7 +159,7 @@ public struct ForwardChecker: Sendable {
                     values: denseBatches[$0].data.map(Self.finite))
             }
             : nil
-        return ForwardCheckReport(
+        var report = ForwardCheckReport(
             folder: folder, architecture: arch.name, output: arch.kind == .decoder ? .logits : .lastHiddenState,
             layout: parallel.layout.rawValue, format: parallel.format.rawValue, dp: parallel.dp, tp: parallel.tp,
             finegrained: parallel.finegrained, tolerance: options.tolerance, ranks: ranks, dense: denseOutputs,
@@ -167,6 +168,8 @@ public struct ForwardChecker: Sendable {
             routingDifferences: routingChoices.map { _ in shardedTrace.routing.filter { $0.outcome == .differs }.count },
             firstDifferences: differences, ok: ranks.allSatisfy(\.passed) && differences.isEmpty, seconds: Date().timeIntervalSince(start),
             peakRSSBytes: peakRSS())
+        (report.shardTensorsHashed, report.shardBytesHashed) = shardWeights.shards.hashChecks
+        return report
     }
 
     /// The manifest must describe this source: every source tensor it lists, with the same dtype and shape.

@@ -86,7 +86,11 @@ public struct Verifier: Sendable {
                 func report(_ kind: VerifyReport.Difference.Kind, _ message: String) {
                     found.withLock { $0[i] = VerifyReport.Difference(kind: kind, message: message, rank: rank, file: record.name) }
                 }
-                guard let file = try? OpenFile.forReading(path(record.name)), let size = try? file.size() else {
+                guard let inside = try? OutputFolder(folder).inside(record.name) else {
+                    report(.alteredFile, "\(where_) \(record.name) is a symbolic link (fineshard reads only files inside OUT)")
+                    continue
+                }
+                guard let file = try? OpenFile.forReading(inside), let size = try? file.size() else {
                     report(.missingFile, "\(where_) \(record.name) is missing")
                     continue
                 }

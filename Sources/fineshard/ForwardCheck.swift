@@ -26,8 +26,10 @@ struct ForwardCheck: ParsableCommand {
             densely and sharded on the same input (the embedding of the tokens for layer 0, the dense \
             output of the layer before when that is selected too, seeded random rows of RMS 1 otherwise); \
             only those layers' tensors are read, and of an MoE layer only the experts the tokens pick. The \
-            report gives each layer's max relative error, routing and bytes read. Shard hashes are not \
-            checked in this mode (the manifest has one per file; run `fineshard verify`).
+            report gives each layer's max relative error, routing and bytes read.
+
+            Every shard tensor read is checked against the SHA-256 the manifest records for it before it \
+            is used (a tensor read in part is hashed whole); a difference exits 1 naming file and tensor.
 
             Supported: the Llama family (Llama, Mistral, Qwen2, Qwen3; tied or untied), DeepSeek-V2/V3 \
             (MLA, routed and shared experts), Qwen2-MoE, Qwen3-MoE, Mixtral and BERT encoders, hf and vllm \
@@ -119,6 +121,10 @@ struct ForwardCheck: ParsableCommand {
                         "routing: \(choices) choices, \(report.routingTies ?? 0) near-ties (margin below \(String(format: "%.0e", report.tolerance))), \(report.routingDifferences ?? 0) differences"
                     )
                 }
+                print(
+                    report.shardTensorsHashed > 0
+                        ? "shard hashes: \(report.shardTensorsHashed) tensors checked (\(TextReport.bytes(report.shardBytesHashed)))"
+                        : "shard hashes: not checked (the manifest records no tensor hashes; run fineshard verify)")
                 for problem in report.ranks.compactMap(\.problem) { print("MISMATCH: \(problem)") }
                 for difference in report.firstDifferences { print("FIRST DIFFERENCE: \(difference.description)") }
                 let what = report.output == .logits ? "logits" : "last hidden states"

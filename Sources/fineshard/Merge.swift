@@ -8,6 +8,9 @@ struct Merge: ParsableCommand {
         discussion: """
             Vocab padding is dropped, the vllm layout is unfused back to Hugging Face names, and a tied \
             lm_head is not written twice. Output is split at --max-file-size with model.safetensors.index.json.
+            Every shard file is checked against the manifest (size, SHA-256, each tensor's hash and header) \
+            before anything is written (exit 1 naming file and tensor when one differs), and the output \
+            is renamed into place only when all of it is written.
 
             Example:
               fineshard merge out -o dense

@@ -6,8 +6,9 @@ struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check an output folder against its manifest and, with --source, byte for byte against the source.",
         discussion: """
-            Every file the manifest (or the partial manifests of a --ranks fan-out) names is checked \
-            for size and SHA-256; missing, truncated, altered and extra files and missing ranks are \
+            The manifest is validated first (names inside OUT, ranks, parallel sizes, pieces inside \
+            their tensors; exit 2 naming the field). Every file the manifest (or the partial manifests \
+            of a --ranks fan-out) names is checked for size and SHA-256; missing, truncated, altered and extra files and missing ranks are \
             reported. With --source, every source tensor is rebuilt from the shards using only the \
             manifest's pieces and compared byte for byte, coverage is checked, and padding must be zero.
             Exit code 1 when a difference is found.
