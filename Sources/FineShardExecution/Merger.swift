@@ -9,7 +9,7 @@ import Synchronization
 /// Writes a dense Hugging Face checkpoint back from shards (the inverse of `shard`): each source
 /// tensor is assembled from one copy of every region the manifest's pieces give it, so vocab
 /// padding is dropped, fused `vllm` tensors are split back into Hugging Face names, and a tied
-/// lm_head (not a source tensor) is not written.
+/// lm_head (not a source tensor) is not written, nor the `weight_scale_inv` of weights `--dtype bf16` dequantized.
 public struct Merger: Sendable {
     public var folder: String
     public var output: String
@@ -38,9 +38,12 @@ public struct Merger: Sendable {
             }
         }
         var pieces: [String: [Region: Piece]] = [:]
+        // A dequantized or cast tensor comes back in the dtype its shards hold (`shard --dtype bf16`).
+        var dtypes: [String: DType] = [:]
         for r in manifest.ranks {
             for t in r.tensors {
                 for p in t.pieces where p.fill == nil && family[p.source] == t.name && pieces[p.source]?[p.region] == nil {
+                    if p.transform != nil { dtypes[p.source] = t.dtype }
                     let box = p.box
                     pieces[p.source, default: [:]][p.region] = Piece(
                         source: ShardSet.TensorKey(file: t.file, name: t.name).pieceSource, region: box,
@@ -48,9 +51,10 @@ public struct Merger: Sendable {
                 }
             }
         }
-        return manifest.source.tensors.map { spec in
+        let scales = manifest.dequantizationScales
+        return manifest.source.tensors.filter { !scales.contains($0.name) }.map { spec in
             let mine = (pieces[spec.name] ?? [:]).values.sorted { $0.at.lexicographicallyPrecedes($1.at) }
-            return PlannedTensor(name: spec.name, file: "", dtype: spec.dtype, shape: spec.shape, pieces: mine)
+            return PlannedTensor(name: spec.name, file: "", dtype: dtypes[spec.name] ?? spec.dtype, shape: spec.shape, pieces: mine)
         }
     }
 

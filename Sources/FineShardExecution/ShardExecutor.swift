@@ -1,6 +1,7 @@
 import Crypto
 import Dispatch
 import FineShardFormats
+import FineShardModel
 import FineShardOutput
 import FineShardPlanning
 import FineShardSystem
@@ -322,7 +323,12 @@ public final class ShardExecutor: @unchecked Sendable {
     func copyNonWeightFiles() throws -> [Manifest.FileRecord] {
         try checkpoint.nonWeightFiles.map { name in
             let source = try OpenFile.forReading(checkpoint.path(of: name))
-            let bytes = try source.read(count: try source.size(), at: 0)
+            var bytes = try source.read(count: try source.size(), at: 0)
+            if name == "config.json", plan.dropsQuantizationConfig,
+                let rewritten = try ModelConfig.removingQuantizationConfig(bytes, file: checkpoint.path(of: name))
+            {
+                bytes = rewritten
+            }
             let target = path(name)
             try FileManager.default.createDirectory(
                 atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)

@@ -14,6 +14,7 @@ package struct TensorAssembler {
     let blockBytes: Int
     private var block: [UInt8] = []
     private var scratch: [UInt8] = []
+    private let transformer = PieceTransformer()
     /// The dtype of the tensor being assembled (the element type of fill pieces).
     private var dtype = DType.u8
 
@@ -81,19 +82,22 @@ package struct TensorAssembler {
     }
 
     private mutating func read(_ piece: Piece, region: Region, into offset: Int, count: Int) throws {
-        let reader = self.reader
-        let dtype = self.dtype
+        let (reader, dtype, transformer) = (self.reader, self.dtype, self.transformer)
         try block.withUnsafeMutableBytes { buffer in
             try Self.read(
-                piece, region: region, dtype: dtype, reader: reader,
+                piece, region: region, dtype: dtype, reader: reader, transformer: transformer,
                 into: UnsafeMutableRawBufferPointer(rebasing: buffer[offset..<offset + count]))
         }
     }
 
-    /// A piece's region from the reader, or a fill piece's constant repeated.
+    /// A piece's region from the reader (transformed when the piece says so), or a fill piece's constant repeated.
     private static func read(
-        _ piece: Piece, region: Region, dtype: DType, reader: any PieceReader, into buffer: UnsafeMutableRawBufferPointer
+        _ piece: Piece, region: Region, dtype: DType, reader: any PieceReader, transformer: PieceTransformer,
+        into buffer: UnsafeMutableRawBufferPointer
     ) throws {
+        if let transform = piece.transform {
+            return try transformer.read(transform, source: piece.source, region: region, reader: reader, into: buffer)
+        }
         guard piece.fill != nil else { return try reader.read(piece.source, region: region, into: buffer) }
         guard let element = piece.fillElement(dtype) else {
             throw ManifestError.invalid(file: Manifest.fileName, message: "a fill piece cannot be written as \(dtype.rawValue)")
@@ -108,11 +112,10 @@ package struct TensorAssembler {
     ) throws {
         let bytes = region.elementCount * elementSize
         if scratch.count < bytes { scratch = [UInt8](repeating: 0, count: bytes) }
-        let reader = self.reader
-        let dtype = self.dtype
+        let (reader, dtype, transformer) = (self.reader, self.dtype, self.transformer)
         try scratch.withUnsafeMutableBytes { buffer in
             try Self.read(
-                piece, region: region, dtype: dtype, reader: reader, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<bytes]))
+                piece, region: region, dtype: dtype, reader: reader, transformer: transformer, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<bytes]))
         }
         let (runLength, _) = target.runs(in: blockShape, elementSize: elementSize)
         var source = 0

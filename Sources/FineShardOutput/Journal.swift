@@ -58,6 +58,8 @@ package func describeDifferences(
     check("--layout", old.layout.rawValue, new.layout.rawValue)
     check("--format", old.format.rawValue, new.format.rawValue)
     check("--file-pattern", old.filePattern, new.filePattern)
+    check("--dtype", old.dtype?.rawValue ?? "(source dtypes)", new.dtype?.rawValue ?? "(source dtypes)")
+    check("--cast-floats", old.castFloats ?? false, new.castFloats ?? false)
     check("--max-file-size", old.maxFileSize, new.maxFileSize)
     let a = oldSources.map { "\($0.name) (\($0.bytes) bytes)" }
     let b = newSources.map { "\($0.name) (\($0.bytes) bytes)" }

@@ -109,6 +109,12 @@ public struct ParallelConfig: Codable, Sendable, Hashable {
         case hdf5
     }
 
+    /// `--dtype`: the dtype FP8 block weights are written in.
+    public enum OutputDType: String, Codable, Sendable, CaseIterable {
+        /// Dequantized with their `weight_scale_inv` and rounded to BF16 (DeepSeek's `fp8_cast_bf16.py`).
+        case bf16
+    }
+
     public var dp: Int
     public var tp: Int
     public var expertParallel: Bool
@@ -123,6 +129,11 @@ public struct ParallelConfig: Codable, Sendable, Hashable {
     public var format: Format
     public var filePattern: String
     public var maxFileSize: Int
+    /// `--dtype bf16`; nil (every tensor keeps its dtype) unless given, so plans without it keep their
+    /// fingerprint, and a cast and an uncast run never share one (`--resume` cannot mix them).
+    public var dtype: OutputDType?
+    /// `--cast-floats`: F32 / F16 weights are cast to BF16 too. Only ever true (nil otherwise).
+    public var castFloats: Bool?
 
     public static let defaultFilePattern = "model-rank-{rank}-part-{part}"
     public static let defaultMaxFileSize = 5 << 30
@@ -134,12 +145,15 @@ public struct ParallelConfig: Codable, Sendable, Hashable {
         case vocabPadding = "vocab_padding"
         case filePattern = "file_pattern"
         case maxFileSize = "max_file_size"
+        case dtype
+        case castFloats = "cast_floats"
     }
 
     public init(
         dp: Int, tp: Int = 1, expertParallel: Bool = false, finegrained: FineGrainedConfig = FineGrainedConfig(),
         enableSharedExpertDP: Bool = false, vocabPadding: Int = 64, layout: Layout = .hf, format: Format = .safetensors,
-        filePattern: String = defaultFilePattern, maxFileSize: Int = defaultMaxFileSize
+        filePattern: String = defaultFilePattern, maxFileSize: Int = defaultMaxFileSize, dtype: OutputDType? = nil,
+        castFloats: Bool = false
     ) {
         self.dp = dp
         self.tp = tp
@@ -151,6 +165,8 @@ public struct ParallelConfig: Codable, Sendable, Hashable {
         self.format = format
         self.filePattern = filePattern
         self.maxFileSize = maxFileSize
+        self.dtype = dtype
+        self.castFloats = castFloats ? true : nil
     }
 
     public var worldSize: Int { dp * tp }

@@ -19,13 +19,16 @@ public struct Piece: Codable, Sendable, Hashable {
     public var at: [Int]
     /// The constant of a fill piece; nil for a source piece.
     public var fill: Double?
+    /// How the source bytes become the output's (`shard --dtype bf16`); nil for a plain copy.
+    public var transform: PieceTransform?
 
-    enum CodingKeys: String, CodingKey { case source, ranges, at, fill }
+    enum CodingKeys: String, CodingKey { case source, ranges, at, fill, transform }
 
-    public init(source: String, region: Region, at: [Int]) {
+    public init(source: String, region: Region, at: [Int], transform: PieceTransform? = nil) {
         self.source = source
         self.region = region
         self.at = at
+        self.transform = transform
     }
 
     /// A fill piece: `value` over the box `shape` at `at`.
@@ -39,6 +42,7 @@ public struct Piece: Codable, Sendable, Hashable {
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         fill = try c.decodeIfPresent(Double.self, forKey: .fill)
+        transform = try c.decodeIfPresent(PieceTransform.self, forKey: .transform)
         source = fill == nil ? try c.decode(String.self, forKey: .source) : ""
         at = try c.decode([Int].self, forKey: .at)
         let pairs = try c.decode([[Int]].self, forKey: .ranges)
@@ -49,7 +53,7 @@ public struct Piece: Codable, Sendable, Hashable {
                 forKey: .ranges, in: c, debugDescription: "piece of '\(source)' has malformed ranges \(pairs)")
         }
         if let fill {
-            guard fill.isFinite, c.contains(.source) == false, pairs.allSatisfy({ $0[0] == 0 }) else {
+            guard fill.isFinite, c.contains(.source) == false, transform == nil, pairs.allSatisfy({ $0[0] == 0 }) else {
                 throw DecodingError.dataCorruptedError(
                     forKey: .fill, in: c, debugDescription: "fill piece \(fill) must be finite, name no source and have ranges from 0")
             }
@@ -88,6 +92,7 @@ public struct Piece: Codable, Sendable, Hashable {
         if let fill { try c.encode(fill, forKey: .fill) } else { try c.encode(source, forKey: .source) }
         try c.encode(region.ranges.map { [$0.lowerBound, $0.upperBound] }, forKey: .ranges)
         try c.encode(at, forKey: .at)
+        try c.encodeIfPresent(transform, forKey: .transform)
     }
 }
 
@@ -108,6 +113,22 @@ public struct PlannedTensor: Codable, Sendable, Hashable {
         self.dtype = dtype
         self.shape = shape
         self.pieces = pieces
+    }
+
+    enum CodingKeys: String, CodingKey { case name, file, dtype, shape, pieces }
+
+    /// Decodes the manifest's tensor; pieces with a transform need the transform's output dtype.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            name: try c.decode(String.self, forKey: .name), file: try c.decode(String.self, forKey: .file),
+            dtype: try c.decode(DType.self, forKey: .dtype), shape: try c.decode([Int].self, forKey: .shape),
+            pieces: try c.decode([Piece].self, forKey: .pieces))
+        if dtype != PieceTransform.outputDType, pieces.contains(where: { $0.transform != nil }) {
+            throw DecodingError.dataCorruptedError(
+                forKey: .pieces, in: c,
+                debugDescription: "tensor '\(name)' is \(dtype.rawValue) but has transformed pieces, which write \(PieceTransform.outputDType.rawValue)")
+        }
     }
 }
 
@@ -148,15 +169,24 @@ public struct TensorRule: Sendable, Hashable {
     public var output: String
     public var fusionIndex: Int
     public var stack: Int?
+    /// How the source bytes become the output's (`--dtype bf16`); nil for a plain copy.
+    public var transform: PieceTransform?
 
-    public init(source: TensorSpec, role: TensorRole, placement: Placement, output: String, fusionIndex: Int, stack: Int? = nil) {
+    public init(
+        source: TensorSpec, role: TensorRole, placement: Placement, output: String, fusionIndex: Int, stack: Int? = nil,
+        transform: PieceTransform? = nil
+    ) {
         self.source = source
         self.role = role
         self.placement = placement
         self.output = output
         self.fusionIndex = fusionIndex
         self.stack = stack
+        self.transform = transform
     }
+
+    /// The dtype the rule writes: the source's, or the transform's output.
+    public var dtype: DType { transform == nil ? source.dtype : PieceTransform.outputDType }
 }
 
 /// The plan: for every rank, which output tensors it holds and which source pieces make each.
@@ -219,9 +249,10 @@ public struct ShardPlan: Sendable {
         let zero = [Int](repeating: 0, count: rule.source.shape.count)
         switch rule.placement {
         case .replicated:
-            return (rule.source.shape, [Piece(source: rule.source.name, region: whole, at: zero)])
+            return (rule.source.shape, [Piece(source: rule.source.name, region: whole, at: zero, transform: rule.transform)])
         case .owned(let owner):
-            return owner == rank ? (rule.source.shape, [Piece(source: rule.source.name, region: whole, at: zero)]) : nil
+            return owner == rank
+                ? (rule.source.shape, [Piece(source: rule.source.name, region: whole, at: zero, transform: rule.transform)]) : nil
         case .constant(let value):
             return (rule.source.shape, [Piece(fill: value, shape: rule.source.shape, at: zero)])
         case .split(let split):
@@ -233,7 +264,7 @@ public struct ShardPlan: Sendable {
                 region.ranges[c.dim] = s.source
                 var at = zero
                 at[c.dim] = s.at
-                return Piece(source: rule.source.name, region: region, at: at)
+                return Piece(source: rule.source.name, region: region, at: at, transform: rule.transform)
             }
             return (shape, pieces)
         }
@@ -256,7 +287,11 @@ public struct ShardPlan: Sendable {
                     var l = k
                     while l < j && rules[l].stack == rules[k].stack { l += 1 }
                     if let (partShape, partPieces) = fused(rules[k..<l], rank: rank) {
-                        pieces += partPieces.map { p in Piece(source: p.source, region: p.region, at: [slots] + p.at) }
+                        pieces += partPieces.map { p in
+                            var q = p
+                            q.at = [slots] + p.at
+                            return q
+                        }
                         shape = [slots + 1] + partShape
                         slots += 1
                     }
@@ -267,7 +302,7 @@ public struct ShardPlan: Sendable {
                 pieces = partPieces
             }
             if let shape {
-                tensors.append(PlannedTensor(name: rules[i].output, file: "", dtype: rules[i].source.dtype, shape: shape, pieces: pieces))
+                tensors.append(PlannedTensor(name: rules[i].output, file: "", dtype: rules[i].dtype, shape: shape, pieces: pieces))
             }
             i = j
         }
@@ -319,12 +354,12 @@ public struct ShardPlan: Sendable {
         var perRank = [Int](repeating: 0, count: topology.worldSize)
         for rule in subset ?? rules {
             switch rule.placement {
-            case .replicated, .constant: shared += rule.source.byteCount
-            case .owned(let owner): perRank[owner] += rule.source.byteCount
+            case .replicated, .constant: shared += rule.source.shape.reduce(1, *) * rule.dtype.size
+            case .owned(let owner): perRank[owner] += rule.source.shape.reduce(1, *) * rule.dtype.size
             case .split(let split):
                 var shape = rule.source.shape
                 shape[split.dim] = split.cut(index: 0, of: topology.size(split.group), length: shape[split.dim]).length
-                shared += shape.reduce(1, *) * rule.source.dtype.size
+                shared += shape.reduce(1, *) * rule.dtype.size
             }
         }
         return perRank.map { $0 + shared }

@@ -279,6 +279,7 @@ public struct ShardPlanner {
             }
             rules.append(tied)
         }
+        applyCast(&rules, byName: byName)
         if parallel.layout == .vllm {
             rules += defaultAttentionScales(after: rules)
             checkFusedBlockScales(rules, byName: byName)
@@ -489,6 +490,8 @@ public struct ShardPlanner {
             }
             return replicatedParameter(spec, role)
         }
+        // Dequantized weights are written without their block scales: no block alignment to check.
+        if role.parameter == .blockScale, castsFP8 { return .replicated }
         let weightName = String(spec.name[..<spec.name.lastIndex(of: ".")!]) + ".weight"
         guard let weight = byName[weightName], weight.shape.count >= 1 else {
             // A parameter without its weight: cut it as its own weight would be cut along rows.

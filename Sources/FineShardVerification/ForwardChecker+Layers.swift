@@ -74,7 +74,7 @@ extension ForwardChecker {
 
         let sourceMeter = ReadMeter()
         let shardMeter = ReadMeter()
-        let sourceWeights = MeteredWeights(inner: SourceWeights(checkpoint: source), meter: sourceMeter) { name, _ in
+        let sourceWeights = MeteredWeights(inner: SourceWeights(checkpoint: source, bf16: manifest.transformedSources), meter: sourceMeter) { name, _ in
             try source.tensor(name).dtype.size
         }
         let shards = ShardWeights(folder: folder, manifest: manifest)
@@ -272,6 +272,8 @@ extension ForwardChecker {
         }
 
         func firstSourceRow(_ name: String, rank: Int) -> Int? { inner.firstSourceRow(name, rank: rank) }
+
+        func roundsToBF16(_ name: String) -> Bool { inner.roundsToBF16(name) }
     }
 }
 

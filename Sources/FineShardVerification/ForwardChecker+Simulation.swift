@@ -190,6 +190,7 @@ extension ForwardChecker {
                     for i in 0..<cols { data[o * cols + i] *= scale[(o / b0) * expected[1] + i / b1] }
                 }
             }
+            if weights.roundsToBF16(String(name.dropLast("_scale_inv".count))) { roundToBF16(&w.data) }
         }
 
         /// A vector parameter (bias, norm weight), or nil when the rank holds none.

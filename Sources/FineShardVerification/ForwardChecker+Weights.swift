@@ -16,6 +16,9 @@ extension ForwardChecker {
         /// The source row that row 0 of the rank's tensor holds, from the manifest's pieces; nil when
         /// no piece says (a shard that is all padding, or the dense source).
         func firstSourceRow(_ name: String, rank: Int) -> Int?
+        /// Whether the shards hold `name` rounded to BF16 (`shard --dtype bf16`), so the dense pass rounds
+        /// it too, after dequantizing.
+        func roundsToBF16(_ name: String) -> Bool
     }
 }
 
@@ -50,16 +53,22 @@ extension ForwardChecker {
     /// The dense source checkpoint as the weights of a single rank.
     struct SourceWeights: Weights {
         let checkpoint: Checkpoint
+        /// The source tensors the manifest's pieces transform to BF16 (``Manifest/transformedSources``).
+        var bf16: Set<String> = []
 
         func shape(_ name: String, rank: Int) throws -> [Int]? {
             checkpoint.contains(name) ? try checkpoint.tensor(name).shape : nil
         }
 
         func read(_ name: String, rank: Int, rows: Range<Int>?) throws -> [Float] {
-            try Self.floats(checkpoint, try checkpoint.tensor(name), rows: rows)
+            var values = try Self.floats(checkpoint, try checkpoint.tensor(name), rows: rows)
+            if bf16.contains(name) { roundToBF16(&values) }
+            return values
         }
 
         func firstSourceRow(_ name: String, rank: Int) -> Int? { nil }
+
+        func roundsToBF16(_ name: String) -> Bool { bf16.contains(name) }
     }
 
     /// The shard files of an output folder, each rank reading only the tensors its manifest entry lists
@@ -99,5 +108,8 @@ extension ForwardChecker {
             else { return nil }
             return rows.lowerBound - at
         }
+
+        /// Shards hold their values as they are (already BF16 when cast).
+        func roundsToBF16(_ name: String) -> Bool { false }
     }
 }

@@ -27,6 +27,7 @@ extension Verifier {
         }
         var count = 0
         var bad = Set(planned.keys)
+        let scales = manifest.dequantizationScales
         for spec in manifest.source.tensors {
             guard let info = try? source.tensor(spec.name), info.dtype == spec.dtype, info.shape == spec.shape else {
                 differences.append(
@@ -41,7 +42,7 @@ extension Verifier {
             // Each output tensor family cuts the source on its own (a tied lm_head is cut from the
             // embedding table with the lm_head group), so each must tile it.
             let families = Dictionary(grouping: planned[spec.name] ?? [], by: \.tensor.name)
-            if families.isEmpty, let problem = coverageProblem(spec, []) {
+            if families.isEmpty, !scales.contains(spec.name), let problem = coverageProblem(spec, []) {
                 differences.append(.init(kind: .coverage, message: problem, tensor: spec.name))
             }
             for (output, family) in families.sorted(by: { $0.key < $1.key }) {

@@ -34,6 +34,15 @@ struct PlanOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Split a rank's output into parts of at most this size (e.g. 5GiB, 512MiB).", valueName: "size"))
     var maxFileSize = ByteSize("5GiB")
 
+    @Option(
+        help: ArgumentHelp(
+            "bf16: dequantize FP8 block weights (with their weight_scale_inv) to BF16 while sharding, as DeepSeek's fp8_cast_bf16.py does; other tensors keep their dtype.",
+            valueName: "dtype"))
+    var dtype: ParallelConfig.OutputDType?
+
+    @Flag(help: "With --dtype bf16, also cast F32 and F16 weights and biases to BF16 (round to nearest even).")
+    var castFloats = false
+
     @Flag(help: "Refuse tensors that no sharding rule knows instead of replicating them.")
     var strict = false
 
@@ -61,7 +70,7 @@ struct PlanOptions: ParsableArguments {
         let config = ParallelConfig(
             dp: dp, tp: tp, expertParallel: enableExpertParallel, finegrained: additional.finegrained,
             enableSharedExpertDP: additional.enableSharedExpertDP, vocabPadding: vocabPadding,
-            layout: layout, format: format, filePattern: filePattern, maxFileSize: size)
+            layout: layout, format: format, filePattern: filePattern, maxFileSize: size, dtype: dtype, castFloats: castFloats)
         return (config, additional.notes)
     }
 
@@ -88,3 +97,4 @@ struct PlanOptions: ParsableArguments {
 
 extension ParallelConfig.Layout: ExpressibleByArgument {}
 extension ParallelConfig.Format: ExpressibleByArgument {}
+extension ParallelConfig.OutputDType: ExpressibleByArgument {}

@@ -8,7 +8,9 @@ and every output tensor: reads the tensor with the official `safetensors` librar
 hdf5plugin for HDF5 output), builds the expected array from the SOURCE checkpoint (safetensors file,
 folder or index; or HDF5) by copying each piece's source region to its `at` offset into zeros (a fill
 piece, which has no source, writes its constant `fill` in the tensor's dtype over the box `ranges` at
-`at`: the attention scales of --layout vllm), and compares dtype, shape and bytes. Prints a JSON summary; exits 1 on the first difference (named).
+`at`: the attention scales of --layout vllm; a piece with a `transform` (`shard --dtype bf16`) is computed
+from the source region by fp8_cast_ref.py, the numpy + ml_dtypes reference), and compares dtype, shape and
+bytes. Prints a JSON summary; exits 1 on the first difference (named), 2 on a transform kind it does not know.
 """
 import glob
 import json
@@ -23,6 +25,11 @@ for _n in ("float8_e4m3fn", "float8_e5m2"):
         setattr(np, _n, getattr(ml_dtypes, _n))
 
 from safetensors import safe_open  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fp8_cast_ref  # noqa: E402
+
+KNOWN_TRANSFORMS = ("cast", "fp8_block_dequant")
 
 # Raw integer views for comparing bytes (bf16/f8 compared as their bit patterns).
 # Value types for fill pieces' constants.
@@ -102,6 +109,15 @@ def main(out, source_path):
     if not ms:
         print(f"check_shards: no manifest in {out}", file=sys.stderr)
         return 1
+    for m in ms:
+        for r in m["ranks"]:
+            for t in r["tensors"]:
+                for p in t["pieces"]:
+                    kind = p.get("transform", {}).get("kind") if "transform" in p else None
+                    if "transform" in p and kind not in KNOWN_TRANSFORMS:
+                        print(f"check_shards: rank {r['rank']} tensor '{t['name']}': unknown transform kind {kind!r} "
+                              f"(known: {', '.join(KNOWN_TRANSFORMS)})", file=sys.stderr)
+                        return 2
     fmt = ms[0]["parallel"]["format"]
     source = open_source(source_path)
     specs = {t["name"]: t for t in ms[0]["source"]["tensors"]}
@@ -122,6 +138,16 @@ def main(out, source_path):
                         box = [b - a for a, b in p["ranges"]]
                         block = np.full(box, p["fill"], dtype=VALUE[t["dtype"]]).view(np.dtype(RAW[t["dtype"]]))
                         expected[tuple(slice(a, a + n) for a, n in zip(p["at"], box))] = block
+                        continue
+                    if "transform" in p:
+                        def region_of(name, slices, source_name=p["source"]):
+                            key = ("typed", name or source_name)
+                            if key not in cache:
+                                cache[key] = source.get(name or source_name)
+                            return cache[key][slices]
+                        block = fp8_cast_ref.apply(p["transform"], region_of, p["ranges"]).view(np.dtype(RAW[t["dtype"]]))
+                        block = block.reshape((1,) * (len(p["at"]) - block.ndim) + block.shape)
+                        expected[tuple(slice(a, a + n) for a, n in zip(p["at"], block.shape))] = block
                         continue
                     if p["source"] not in cache:
                         cache[p["source"]] = raw(source.get(p["source"]), specs[p["source"]]["dtype"])

@@ -31,6 +31,11 @@ DTYPE_SIZES = {
     "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
 }
 
+# Piece transforms this loader knows (`shard --dtype bf16`); both leave plain BF16 tensors in the rank files,
+# so loading needs nothing more, but a manifest naming another kind was made by a fineshard whose output this
+# loader cannot vouch for.
+KNOWN_TRANSFORMS = ("cast", "fp8_block_dequant")
+
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -200,6 +205,13 @@ def rank_files(folder: str, manifest: dict, rank: int) -> list:
     for t in entry["tensors"]:
         if not isinstance(t, dict) or not isinstance(t.get("name"), str):
             raise FineshardLoadError(f"manifest.json: rank {rank} has a malformed tensor entry {t!r}")
+        for piece in t.get("pieces") or []:
+            transform = piece.get("transform") if isinstance(piece, dict) else None
+            kind = transform.get("kind") if isinstance(transform, dict) else transform
+            if transform is not None and kind not in KNOWN_TRANSFORMS:
+                raise FineshardLoadError(
+                    f"manifest.json: rank {rank} tensor '{t['name']}' has a piece with transform {kind!r}, which this "
+                    f"loader does not know (known: {', '.join(KNOWN_TRANSFORMS)}); upgrade fineshard_vllm")
         by_file.setdefault(t.get("file"), []).append(t)
     out = []
     names = set()

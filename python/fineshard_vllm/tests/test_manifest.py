@@ -197,6 +197,19 @@ class ManifestAgainstEngine(unittest.TestCase):
         for text in ("plan_fingerprint is None", "--layout hf", "pipeline parallel size 2"):
             self.assertIn(text, str(e.exception))
 
+    def test_a_known_transform_loads_and_an_unknown_one_is_refused_by_name(self):
+        make_folder(self.folder)
+        m = read_manifest_json(self.folder)
+        pieces = m["ranks"][0]["tensors"][0]["pieces"]
+        pieces.append({"source": "w", "ranges": [[0, 2]], "at": [0], "transform": {"kind": "cast", "source_dtype": "F32"}})
+        write_manifest_json(self.folder, m)
+        self.assertEqual(load(self.folder, engine(0, 0))["w"][3], [0, 0.5])
+        pieces[-1]["transform"] = {"kind": "fp4_unpack"}
+        write_manifest_json(self.folder, m)
+        with self.assertRaises(FineshardLoadError) as e:
+            plan_load(self.folder, engine(0, 0))
+        self.assertIn("'fp4_unpack'", str(e.exception))
+
     def test_a_changed_byte_is_refused_before_any_tensor_is_handed_out(self):
         make_folder(self.folder)
         path = os.path.join(self.folder, "model-rank-3-part-0.safetensors")
