@@ -236,11 +236,12 @@ public final class ShardExecutor: @unchecked Sendable {
     ) throws -> WrittenFile {
         let target = path(name)
         let specs = tensors.map(\.spec)
+        let bufferBytes = options.memoryBudget / max(options.threads, 1) / 4
         let writer: any TensorFileWriter =
             plan.parallel.format == .hdf5
-            ? try HDF5Writer(path: target, tensors: specs, compressionLevel: options.compressionLevel)
-            : try SafetensorsWriter(
-                path: target, tensors: specs, bufferSize: min(8 << 20, max(1 << 16, options.memoryBudget / max(options.threads, 1) / 4)))
+            ? try HDF5Writer(
+                path: target, tensors: specs, compressionLevel: options.compressionLevel, workers: options.threads, batchBytes: bufferBytes)
+            : try SafetensorsWriter(path: target, tensors: specs, bufferSize: min(8 << 20, max(1 << 16, bufferBytes)))
         let byName = Dictionary(uniqueKeysWithValues: tensors.map { ($0.name, $0) })
         do {
             for spec in writer.order {
