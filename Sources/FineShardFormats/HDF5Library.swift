@@ -67,8 +67,9 @@ enum HDF5Library {
     /// Why the zstd filter failed since the last ``expectChunkBytes(_:)``; empty if it did not.
     static func zstdFailure() -> String { String(cString: fs_zstd_last_error()) }
 
-    /// The error for a failed HDF5 call: `message` plus libhdf5's error stack of this thread,
-    /// which is then cleared. Call it right after the failing call, holding the lock.
+    /// The error for a failed HDF5 call: `message` (with the zstd filter's reason, if it failed)
+    /// plus libhdf5's error stack of this thread; both are then cleared. Call it right after the
+    /// failing call, holding the lock.
     static func failure(file: String, _ message: String) -> CheckpointError {
         var lines: [String] = []
         let walker: H5E_walk2_t = { n, error, data in
@@ -86,6 +87,7 @@ enum HDF5Library {
         }
         H5Eclear2(fs_H5E_DEFAULT())
         let zstd = zstdFailure()
+        fs_zstd_error_slot()[0] = 0
         return .hdf5(file: file, message: zstd.isEmpty ? message : "\(message): \(zstd)", stack: lines.joined(separator: "; "))
     }
 

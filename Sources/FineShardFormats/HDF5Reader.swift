@@ -120,8 +120,8 @@ public final class HDF5Reader: @unchecked Sendable {
                 return H5Dread(dataset.raw, memoryType.raw, memorySpace.raw, fileSpace.raw, fs_H5P_DEFAULT(), target)
             }
             guard try readBox(region.ranges, into: base) < 0 else { return }
-            let failure = HDF5Library.failure(file: fileName, what)
             let reason = HDF5Library.zstdFailure()
+            let failure = HDF5Library.failure(file: fileName, what)
             guard !reason.isEmpty, Int(chunkRank) == info.shape.count else { throw failure }
             // The zstd filter failed on some chunk, and libhdf5 does not say which: read the
             // chunks of the region one at a time to name it.
@@ -142,11 +142,12 @@ public final class HDF5Reader: @unchecked Sendable {
                 HDF5Library.expectChunkBytes(chunkBytes)
                 let status = try scratch.withUnsafeMutableBytes { try readBox(box, into: $0.baseAddress!) }
                 guard status < 0 else { continue }
-                _ = HDF5Library.failure(file: fileName, what)
+                let reason = HDF5Library.zstdFailure()
+                let cellFailure = HDF5Library.failure(file: fileName, what)
                 let index = zip(cell, grid).reduce(0) { $0 * $1.1 + $1.0 }
                 throw CheckpointError.damagedChunk(
                     file: fileName, dataset: datasetPath, chunk: index, offset: zip(cell, chunkShape).map { $0 * $1 },
-                    reason: HDF5Library.zstdFailure())
+                    reason: reason.isEmpty ? "\(cellFailure)" : reason)
             }
             throw failure
         }

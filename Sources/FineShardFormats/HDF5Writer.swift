@@ -61,7 +61,7 @@ public final class HDF5Writer: TensorFileWriter {
     private let batchBytes: Int
     /// Chunks (with their buffers) and compressors to reuse.
     private var spareChunks: [Chunk] = []
-    private let compressors: Mutex<[ZstdCompressor]>
+    private let compressors: ZstdCompressor.Pool
     /// Libhdf5 state while the queue is carried out: datasets `0..<created` exist, the last one open.
     private var created = 0
     private var dataset: HDF5ID?
@@ -91,11 +91,14 @@ public final class HDF5Writer: TensorFileWriter {
 
         /// Shuffles and compresses the chunk (zero-padded past `filled`) into `frame`.
         func compress(with compressor: ZstdCompressor, file: String) throws {
-            if filled < count { input.withUnsafeMutableBytes { _ = $0[filled..<count].initializeMemory(as: UInt8.self, repeating: 0) } }
+            let count = self.count
+            if filled < count {
+                let filled = self.filled
+                input.withUnsafeMutableBytes { _ = $0[filled..<count].initializeMemory(as: UInt8.self, repeating: 0) }
+            }
             if shuffled.count < count { shuffled = [UInt8](repeating: 0, count: count) }
             let bound = ZstdCompressor.bound(count)
             if frame.count < bound { frame = [UInt8](repeating: 0, count: bound) }
-            let count = self.count
             try input.withUnsafeBytes { source in
                 try shuffled.withUnsafeMutableBytes { shuffledBytes in
                     HDF5Writer.shuffle(
@@ -183,7 +186,9 @@ public final class HDF5Writer: TensorFileWriter {
                     "tensor '\(spec.name)': one row of \(spec.shape) is more than an HDF5 chunk can hold (4 GiB)")
             }
         }
-        compressors = Mutex([try ZstdCompressor(level: compressionLevel, file: path)])
+        compressors = ZstdCompressor.Pool(level: compressionLevel, file: path)
+        // A level zstd refuses fails here, not at the first chunk.
+        try compressors.withCompressor { _ in }
         TemporaryFiles.shared.register(temporary)
         file = try HDF5Library.withLock {
             let access = try HDF5ID(H5Pcreate(fs_H5P_FILE_ACCESS()), file: path, "cannot create a file access list")
@@ -285,12 +290,18 @@ public final class HDF5Writer: TensorFileWriter {
     /// calls in order.
     private func flush() throws {
         let chunks = queued.compactMap { if case .chunk(let c) = $0 { c } else { nil } }
+        let compressors = self.compressors
+        let path = self.path
         if chunks.count == 1 || workers == 1 {
-            for chunk in chunks { try compress(chunk) }
+            for chunk in chunks { try compressors.withCompressor { try chunk.compress(with: $0, file: path) } }
         } else {
             let failure = Mutex<(any Error)?>(nil)
             DispatchQueue.concurrentPerform(iterations: chunks.count) { i in
-                do { try compress(chunks[i]) } catch { failure.withLock { $0 = $0 ?? error } }
+                do {
+                    try compressors.withCompressor { try chunks[i].compress(with: $0, file: path) }
+                } catch {
+                    failure.withLock { $0 = $0 ?? error }
+                }
             }
             if let error = failure.withLock({ $0 }) { throw error }
         }
@@ -307,12 +318,6 @@ public final class HDF5Writer: TensorFileWriter {
             }
         }
         spareChunks += chunks
-    }
-
-    private func compress(_ chunk: Chunk) throws {
-        let compressor = try compressors.withLock { $0.popLast() } ?? ZstdCompressor(level: compressionLevel, file: path)
-        defer { compressors.withLock { $0.append(compressor) } }
-        try chunk.compress(with: compressor, file: path)
     }
 
     /// Makes the datasets of `order[..<tensor]` that do not exist yet, and `order[tensor]`'s (left

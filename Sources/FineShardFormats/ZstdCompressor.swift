@@ -1,4 +1,5 @@
 import CZstd
+import Synchronization
 
 /// One zstd compression context (`ZSTD_CCtx`), owned and freed in `deinit`; use it from one thread
 /// at a time.
@@ -7,7 +8,7 @@ import CZstd
 /// XXH64-based frame checksum (`ZSTD_c_checksumFlag`): garbled bytes in the middle of a chunk often
 /// still decode, and only the checksum tells wrong numbers from right ones. Frames depend on the
 /// input and the level alone, so any thread may compress any chunk.
-final class ZstdCompressor {
+final class ZstdCompressor: @unchecked Sendable {
     private let context: OpaquePointer
     let level: Int
 
@@ -45,5 +46,26 @@ final class ZstdCompressor {
             throw CheckpointError.io(file: file, operation: "zstd compression", reason: String(cString: ZSTD_getErrorName(result)))
         }
         return result
+    }
+}
+
+extension ZstdCompressor {
+    /// Compressors of one level, lent to one thread at a time and kept for reuse (a context costs
+    /// more to make than a chunk costs to compress).
+    final class Pool: Sendable {
+        let level: Int
+        let file: String
+        private let spare = Mutex<[ZstdCompressor]>([])
+
+        init(level: Int, file: String) {
+            self.level = level
+            self.file = file
+        }
+
+        func withCompressor<R>(_ body: (ZstdCompressor) throws -> R) throws -> R {
+            let compressor = try spare.withLock { $0.popLast() } ?? ZstdCompressor(level: level, file: file)
+            defer { spare.withLock { $0.append(compressor) } }
+            return try body(compressor)
+        }
     }
 }

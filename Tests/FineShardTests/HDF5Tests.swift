@@ -354,7 +354,7 @@ import Testing
         defer { try? FileManager.default.removeItem(at: folder) }
         let path = folder.appendingPathComponent("model.h5").path
         try Self.write(Self.everyDType, to: path, data: Self.seeded(Self.everyDType), workers: 2)
-        for (dataset, offset) in [("big.f32", [262, 0]), ("small.bf16", [0, 0]), ("cube.f16", [2, 0, 0]), ("big.u8", [1 << 20])] {
+        for (dataset, offset) in [("big.f32", [262, 0]), ("small.BF16", [0, 0]), ("cube.f16", [2, 0, 0]), ("big.u8", [1 << 20])] {
             let frame = try Self.rawChunk(path, dataset: dataset, offset: offset)
             // RFC 8878 §3.1.1: the magic number, then the frame header descriptor, whose bit 2 is
             // Content_Checksum_Flag and bits 6-7 Frame_Content_Size_Flag (0 with a single segment
