@@ -439,7 +439,7 @@ public final class HDF5Writer: TensorFileWriter {
         func planes<Element: FixedWidthInteger>(_: Element.Type) {
             for i in 0..<n {
                 let value = source.loadUnaligned(fromByteOffset: i * elementSize, as: Element.self).littleEndian
-                for j in 0..<elementSize { to[j * n + i] = UInt8(truncatingIfNeeded: value >> (8 * j)) }
+                for j in 0..<MemoryLayout<Element>.size { to[j * n + i] = UInt8(truncatingIfNeeded: value >> (8 * j)) }
             }
         }
         switch elementSize {
