@@ -8,8 +8,8 @@
 
 #include <hdf5.h>
 #include <zstd.h>
+#include <zstd_errors.h>
 #include <stdio.h>
-#include <string.h>
 #include <string.h>
 
 static inline hid_t fs_H5P_DEFAULT(void) { return H5P_DEFAULT; }
@@ -89,6 +89,14 @@ static inline char *fs_zstd_error_slot(void) {
     return message;
 }
 
+/// Records zstd's reason `code` for the error fineshard throws; a failed frame checksum is spelled out.
+static inline void fs_zstd_fail(size_t code) {
+    if (ZSTD_getErrorCode(code) == ZSTD_error_checksum_wrong)
+        snprintf(fs_zstd_error_slot(), 256, "its zstd frame checksum does not match (zstd: %s)", ZSTD_getErrorName(code));
+    else
+        snprintf(fs_zstd_error_slot(), 256, "zstd: %s", ZSTD_getErrorName(code));
+}
+
 static inline void fs_zstd_expect(size_t bytes) {
     *fs_zstd_expected_slot() = bytes;
     fs_zstd_error_slot()[0] = 0;
@@ -110,7 +118,7 @@ static inline size_t fs_zstd_stream_decompress(const void *src, size_t srcSize, 
     for (;;) {
         size_t r = ZSTD_decompressStream(ds, &ob, &in);
         if (ZSTD_isError(r)) {
-            snprintf(fs_zstd_error_slot(), 256, "zstd: %s", ZSTD_getErrorName(r));
+            fs_zstd_fail(r);
             break;
         }
         if (r == 0) {
@@ -172,7 +180,8 @@ static inline size_t fs_zstd_filter(unsigned int flags, size_t cd_nelmts, const 
         if (out == NULL) return 0;
         size_t r = ZSTD_decompress(out, (size_t)n, *buf, nbytes);
         if (ZSTD_isError(r) || r != (size_t)n) {
-            snprintf(fs_zstd_error_slot(), 256, "zstd: %s", ZSTD_isError(r) ? ZSTD_getErrorName(r) : "short frame");
+            if (ZSTD_isError(r)) fs_zstd_fail(r);
+            else snprintf(fs_zstd_error_slot(), 256, "zstd: short frame");
             H5free_memory(out);
             return 0;
         }

@@ -259,7 +259,9 @@ public final class ShardExecutor: @unchecked Sendable {
                 let specs = job.tensors.values.map(\.spec)
                 writers.append(
                     plan.parallel.format == .hdf5
-                        ? try HDF5Writer(path: target, tensors: specs, compressionLevel: options.compressionLevel)
+                        ? try HDF5Writer(
+                            path: target, tensors: specs, compressionLevel: options.compressionLevel, workers: threads,
+                            batchBytes: bufferBytes)
                         : try SafetensorsWriter(path: target, tensors: specs, bufferSize: bufferBytes))
             }
             for spec in writers[0].order {

@@ -1,3 +1,4 @@
+import FineShardFormats
 import FineShardPlanning
 
 /// How `shard` carries a plan out (what does not change the layout, so not in the fingerprint).
@@ -18,7 +19,7 @@ public struct ShardOptions: Sendable {
     /// Wait for the output to reach the disk before writing the manifest (`--no-sync` turns it off).
     public var sync = true
     /// zstd level of `--format hdf5`.
-    public var compressionLevel = 3
+    public var compressionLevel = HDF5Writer.defaultCompressionLevel
 
     public init(output: String) { self.output = output }
 

@@ -21,6 +21,10 @@ public enum CheckpointError: FineShardError, Equatable {
     case invalidIndex(file: String, message: String)
     /// An HDF5 file could not be read or is not usable; `stack` is libhdf5's own diagnosis.
     case hdf5(file: String, message: String, stack: String)
+    /// A chunk of an HDF5 dataset that does not decode: a zstd frame whose checksum fails, or
+    /// that is not a frame, or decodes to the wrong size. `chunk` is its index in the dataset's
+    /// chunk grid (row-major), `offset` the element coordinates of its first element.
+    case damagedChunk(file: String, dataset: String, chunk: Int, offset: [Int], reason: String)
     /// A tensor was asked for that the checkpoint lacks, or a region outside its shape.
     case noSuchTensor(name: String)
     /// A source file changed between planning and reading (size or contents).
@@ -43,6 +47,8 @@ public enum CheckpointError: FineShardError, Equatable {
         case .invalidIndex(let file, let message): "\(file): invalid index: \(message)"
         case .hdf5(let file, let message, let stack):
             stack.isEmpty ? "\(file): \(message)" : "\(file): \(message) (HDF5: \(stack))"
+        case .damagedChunk(let file, let dataset, let chunk, let offset, let reason):
+            "\(file): dataset '/\(dataset)', chunk \(chunk) at offset \(offset) is damaged: \(reason)"
         case .noSuchTensor(let name): "no tensor named '\(name)' in the checkpoint"
         case .sourceChanged(let file, let message): "\(file): source changed while running: \(message)"
         case .io(let file, let operation, let reason): "\(file): \(operation) failed: \(reason)"

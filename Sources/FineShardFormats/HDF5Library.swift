@@ -64,8 +64,12 @@ enum HDF5Library {
     /// unknown). Lives here because the filter's state is per Swift object file (see shim.h).
     static func expectChunkBytes(_ bytes: Int) { fs_zstd_expect(bytes) }
 
-    /// The error for a failed HDF5 call: `message` plus libhdf5's error stack of this thread,
-    /// which is then cleared. Call it right after the failing call, holding the lock.
+    /// Why the zstd filter failed since the last ``expectChunkBytes(_:)``; empty if it did not.
+    static func zstdFailure() -> String { String(cString: fs_zstd_last_error()) }
+
+    /// The error for a failed HDF5 call: `message` (with the zstd filter's reason, if it failed)
+    /// plus libhdf5's error stack of this thread; both are then cleared. Call it right after the
+    /// failing call, holding the lock.
     static func failure(file: String, _ message: String) -> CheckpointError {
         var lines: [String] = []
         let walker: H5E_walk2_t = { n, error, data in
@@ -82,7 +86,8 @@ enum HDF5Library {
             _ = H5Ewalk2(fs_H5E_DEFAULT(), H5E_WALK_DOWNWARD, walker, UnsafeMutableRawPointer(pointer))
         }
         H5Eclear2(fs_H5E_DEFAULT())
-        let zstd = String(cString: fs_zstd_last_error())
+        let zstd = zstdFailure()
+        fs_zstd_error_slot()[0] = 0
         return .hdf5(file: file, message: zstd.isEmpty ? message : "\(message): \(zstd)", stack: lines.joined(separator: "; "))
     }
 

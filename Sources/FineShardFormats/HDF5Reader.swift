@@ -61,8 +61,9 @@ public final class HDF5Reader: @unchecked Sendable {
     /// Reads `region` of `tensor` into `buffer`, row-major and little-endian: a hyperslab of the
     /// dataset read into a simple memory space of `region.shape` (`H5Sselect_hyperslab`, `H5Dread`).
     /// - Throws: ``CheckpointError/noSuchTensor(name:)`` for a tensor this file lacks or a region
-    ///   outside its shape; ``CheckpointError/hdf5(file:message:stack:)`` when libhdf5 fails (a
-    ///   truncated file, a chunk that does not decompress).
+    ///   outside its shape; ``CheckpointError/damagedChunk(file:dataset:chunk:offset:reason:)``
+    ///   for a chunk the zstd filter refuses (checksum, frame, size), named by index and offset;
+    ///   ``CheckpointError/hdf5(file:message:stack:)`` when libhdf5 fails otherwise (a truncated file).
     public func read(_ tensor: TensorInfo, region: Region, into buffer: UnsafeMutableRawBufferPointer) throws {
         guard let info = byName[tensor.name], let datasetPath = datasetPaths[tensor.name] else {
             throw CheckpointError.noSuchTensor(name: tensor.name)
@@ -93,12 +94,14 @@ public final class HDF5Reader: @unchecked Sendable {
                 throw CheckpointError.hdf5(
                     file: fileName, message: "\(what): no native type of \(info.dtype.size) bytes", stack: "")
             }
-            // The zstd filter checks every chunk decodes to exactly the dataset's chunk size.
+            // The zstd filter checks every chunk decodes to exactly the dataset's chunk size, and
+            // its frame checksum where the frame has one.
             let creation = try HDF5ID(H5Dget_create_plist(dataset.raw), file: fileName, what)
             var chunk = [hsize_t](repeating: 0, count: max(info.shape.count, 1))
-            let chunkRank = H5Pget_layout(creation.raw) == H5D_CHUNKED ? H5Pget_chunk(creation.raw, Int32(chunk.count), &chunk) : 0
-            HDF5Library.expectChunkBytes(
-                chunkRank > 0 ? chunk[0..<Int(chunkRank)].reduce(1) { $0 * Int($1) } * H5Tget_size(fileType.raw) : 0)
+            let chunkRank =
+                H5Pget_layout(creation.raw) == H5D_CHUNKED ? H5Pget_chunk(creation.raw, Int32(chunk.count), &chunk) : 0
+            let chunkBytes = chunkRank > 0 ? chunk[0..<Int(chunkRank)].reduce(1) { $0 * Int($1) } * H5Tget_size(fileType.raw) : 0
+            HDF5Library.expectChunkBytes(chunkBytes)
             if info.shape.isEmpty {
                 let memorySpace = try HDF5ID(H5Screate(H5S_SCALAR), file: fileName, what)
                 try HDF5Library.check(
@@ -107,15 +110,78 @@ public final class HDF5Reader: @unchecked Sendable {
                 return
             }
             let fileSpace = try HDF5ID(H5Dget_space(dataset.raw), file: fileName, what)
-            let start = region.ranges.map { hsize_t($0.lowerBound) }
-            let count = region.ranges.map { hsize_t($0.count) }
-            try HDF5Library.check(
-                H5Sselect_hyperslab(fileSpace.raw, fs_H5S_SELECT_SET(), start, nil, count, nil), file: fileName, what)
-            let memorySpace = try HDF5ID(H5Screate_simple(Int32(count.count), count, nil), file: fileName, what)
-            try HDF5Library.check(
-                H5Dread(dataset.raw, memoryType.raw, memorySpace.raw, fileSpace.raw, fs_H5P_DEFAULT(), base),
-                file: fileName, what)
+            /// `H5Dread` of the box `ranges` into `target`; a negative status on failure.
+            func readBox(_ ranges: [Range<Int>], into target: UnsafeMutableRawPointer) throws -> herr_t {
+                let start = ranges.map { hsize_t($0.lowerBound) }
+                let count = ranges.map { hsize_t($0.count) }
+                try HDF5Library.check(
+                    H5Sselect_hyperslab(fileSpace.raw, fs_H5S_SELECT_SET(), start, nil, count, nil), file: fileName, what)
+                let memorySpace = try HDF5ID(H5Screate_simple(Int32(count.count), count, nil), file: fileName, what)
+                return H5Dread(dataset.raw, memoryType.raw, memorySpace.raw, fileSpace.raw, fs_H5P_DEFAULT(), target)
+            }
+            guard try readBox(region.ranges, into: base) < 0 else { return }
+            let reason = HDF5Library.zstdFailure()
+            let failure = HDF5Library.failure(file: fileName, what)
+            guard !reason.isEmpty, Int(chunkRank) == info.shape.count else { throw failure }
+            // The zstd filter failed on some chunk, and libhdf5 does not say which: read the
+            // chunks of the region one at a time to name it.
+            let chunkShape = chunk.prefix(info.shape.count).map { Int($0) }
+            var scratch = [UInt8](repeating: 0, count: chunkShape.reduce(info.dtype.size, *))
+            let grid = zip(info.shape, chunkShape).map { ($0 + $1 - 1) / $1 }
+            let cells = zip(region.ranges, chunkShape).map { $0.lowerBound / $1..<($0.upperBound - 1) / $1 + 1 }
+            for k in 0..<cells.reduce(1, { $0 * $1.count }) {
+                var rest = k
+                var cell = [Int](repeating: 0, count: cells.count)
+                for d in cells.indices.reversed() {
+                    cell[d] = cells[d].lowerBound + rest % cells[d].count
+                    rest /= cells[d].count
+                }
+                let box = zip(zip(cell, chunkShape), region.ranges).map { cellAndSize, range in
+                    max(cellAndSize.0 * cellAndSize.1, range.lowerBound)..<min((cellAndSize.0 + 1) * cellAndSize.1, range.upperBound)
+                }
+                HDF5Library.expectChunkBytes(chunkBytes)
+                let status = try scratch.withUnsafeMutableBytes { try readBox(box, into: $0.baseAddress!) }
+                guard status < 0 else { continue }
+                let reason = HDF5Library.zstdFailure()
+                let cellFailure = HDF5Library.failure(file: fileName, what)
+                let index = zip(cell, grid).reduce(0) { $0 * $1.1 + $1.0 }
+                throw CheckpointError.damagedChunk(
+                    file: fileName, dataset: datasetPath, chunk: index, offset: zip(cell, chunkShape).map { $0 * $1 },
+                    reason: reason.isEmpty ? "\(cellFailure)" : reason)
+            }
+            throw failure
         }
+    }
+
+    /// The first chunk of the file that does not decode (its zstd checksum fails, say), found by
+    /// reading every tensor in blocks of rows; `nil` if every chunk decodes. Other read errors end
+    /// the search of that tensor: they are not about one chunk.
+    public func firstDamagedChunk() -> CheckpointError? {
+        for info in tensors where info.shape.count > 0 && !info.shape.contains(0) {
+            let rowBytes = info.shape.dropFirst().reduce(info.dtype.size, *)
+            let rows = max(1, (4 << 20) / rowBytes)
+            var buffer = [UInt8](repeating: 0, count: min(rows, info.shape[0]) * rowBytes)
+            for start in stride(from: 0, to: info.shape[0], by: rows) {
+                var region = Region(whole: info.shape)
+                region.ranges[0] = start..<min(start + rows, info.shape[0])
+                do {
+                    try buffer.withUnsafeMutableBytes {
+                        try read(info, region: region, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<region.elementCount * info.dtype.size]))
+                    }
+                } catch let error as CheckpointError {
+                    if case .damagedChunk = error { return error }
+                    break
+                } catch {
+                    break
+                }
+            }
+        }
+        return nil
+    }
+
+    /// ``firstDamagedChunk()`` of the HDF5 file at `path`; `nil` if it does not open as one.
+    public static func firstDamagedChunk(path: String, name: String) -> CheckpointError? {
+        (try? HDF5Reader(path: path, name: name))?.firstDamagedChunk()
     }
 
     /// The paths (without the leading `/`) of every dataset reachable from the root, each object

@@ -1,5 +1,7 @@
 import CHDF5
+import Dispatch
 import FineShardSystem
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -10,21 +12,34 @@ import FineShardSystem
 /// Writes one HDF5 file of tensors (docs/SPEC.md §6): one dataset per tensor at the root, named by the
 /// full tensor name, chunked along dimension 0 (about 1 MiB per chunk) and filtered by shuffle
 /// then zstd (filter 32015, as hdf5plugin registers it), readable by h5py with hdf5plugin and by
-/// HDF5 1.10.
+/// HDF5 1.10. Every zstd frame carries its checksum (``ZstdCompressor``).
 ///
-/// Chunks are shuffled and compressed here and stored with `H5Dwrite_chunk` (filter mask 0), so
-/// the filter pipeline recorded in the file is what produced them while the compression itself
-/// needs no HDF5 lock. Output is deterministic: datasets and chunks are written in ``order``,
-/// object timestamps are off, the library version bounds are HDF5's defaults (the newest formats
-/// do not open in HDF5 1.10).
+/// Chunks are shuffled and compressed here, up to ``workers`` at a time on worker threads
+/// (`DispatchQueue.concurrentPerform`), and stored in order with `H5Dwrite_chunk` (filter mask
+/// 0), so the filter pipeline recorded in the file is what produced them while the compression
+/// itself needs no HDF5 lock. Every libhdf5 call (dataset creation, chunk write, close) is queued
+/// and made in stream order when a batch of chunks is compressed, so the file is the same
+/// sequence of calls, and the same bytes, whatever ``workers`` is. Output is deterministic:
+/// datasets and chunks are written in ``order``, object timestamps are off, the library version
+/// bounds are HDF5's defaults (the newest formats do not open in HDF5 1.10).
 ///
-/// Memory is bounded by one chunk (plus its shuffled and compressed copies) at a time.
+/// Memory is bounded by one batch of chunks (each with its shuffled and compressed copies):
+/// `batchBytes`, at least one chunk.
 public final class HDF5Writer: TensorFileWriter {
     /// The final path; the file is built at `temporaryPath(for: path)`.
     public let path: String
     public let order: [TensorSpec]
     /// zstd level, stored as the filter's one parameter.
     public let compressionLevel: Int
+    /// Chunks compressed at once.
+    public let workers: Int
+
+    /// The level `shard --format hdf5` uses unless told otherwise (docs/PERFORMANCE.md has the
+    /// size-versus-speed measurements it was chosen from).
+    public static let defaultCompressionLevel = 3
+
+    /// The zstd levels `compressionLevel` may take.
+    public static var compressionLevels: ClosedRange<Int> { ZstdCompressor.levels }
 
     /// Chunks aim at this many bytes: big enough for zstd and for few chunk-index entries, small
     /// enough that a partial read decompresses little it does not need.
@@ -32,18 +47,78 @@ public final class HDF5Writer: TensorFileWriter {
 
     private let temporary: String
     private var file: HDF5ID?
-    /// The dataset of `order[index]` while its bytes arrive.
-    private var dataset: HDF5ID?
+    /// The tensor whose bytes arrive next, and how many of them have arrived.
     private var index = 0
-    /// Bytes of `order[index]` received so far.
     private var received = 0
     private var layout = Layout.empty
-    /// The chunk being filled, its shuffled copy and its compressed copy.
-    private var chunk: [UInt8] = []
-    private var filled = 0
-    private var shuffled: [UInt8] = []
-    private var compressed: [UInt8] = []
+    /// The chunk being filled.
+    private var chunk: Chunk?
+    /// Calls not yet made to libhdf5, in stream order, and the chunks among them.
+    private var queued: [Operation] = []
+    private var queuedChunks = 0
+    private var queuedBytes = 0
+    private let batchChunks: Int
+    private let batchBytes: Int
+    /// Chunks (with their buffers) and compressors to reuse.
+    private var spareChunks: [Chunk] = []
+    private let compressors: ZstdCompressor.Pool
+    /// Libhdf5 state while the queue is carried out: datasets `0..<created` exist, the last one open.
+    private var created = 0
+    private var dataset: HDF5ID?
     private var finished = false
+
+    /// One chunk of one tensor on its way to the file: its bytes, then its shuffled and compressed copies.
+    final class Chunk: @unchecked Sendable {
+        var tensor = 0
+        var firstRow = 0
+        var elementSize = 1
+        /// Bytes of the chunk (the buffers keep the largest size seen), and of them those that hold data.
+        var count = 0
+        var filled = 0
+        var frameBytes = 0
+        var input: [UInt8] = []
+        var shuffled: [UInt8] = []
+        var frame: [UInt8] = []
+
+        func reset(tensor: Int, firstRow: Int, elementSize: Int, count: Int) {
+            self.tensor = tensor
+            self.firstRow = firstRow
+            self.elementSize = elementSize
+            self.count = count
+            self.filled = 0
+            if input.count < count { input = [UInt8](repeating: 0, count: count) }
+        }
+
+        /// Shuffles and compresses the chunk (zero-padded past `filled`) into `frame`.
+        func compress(with compressor: ZstdCompressor, file: String) throws {
+            let count = self.count
+            if filled < count {
+                let filled = self.filled
+                input.withUnsafeMutableBytes { _ = $0[filled..<count].initializeMemory(as: UInt8.self, repeating: 0) }
+            }
+            if shuffled.count < count { shuffled = [UInt8](repeating: 0, count: count) }
+            let bound = ZstdCompressor.bound(count)
+            if frame.count < bound { frame = [UInt8](repeating: 0, count: bound) }
+            try input.withUnsafeBytes { source in
+                try shuffled.withUnsafeMutableBytes { shuffledBytes in
+                    HDF5Writer.shuffle(
+                        UnsafeRawBufferPointer(rebasing: source[0..<count]), elementSize: elementSize,
+                        into: UnsafeMutableRawBufferPointer(rebasing: shuffledBytes[0..<count]))
+                    frameBytes = try frame.withUnsafeMutableBytes { target in
+                        try compressor.compress(UnsafeRawBufferPointer(rebasing: shuffledBytes[0..<count]), into: target, file: file)
+                    }
+                }
+            }
+        }
+    }
+
+    /// A libhdf5 call waiting for its turn.
+    private enum Operation {
+        /// `H5Dwrite_chunk` of a compressed chunk.
+        case chunk(Chunk)
+        /// `H5Dwrite` of a scalar's bytes.
+        case scalar(tensor: Int, bytes: [UInt8])
+    }
 
     /// How one tensor is stored.
     enum Layout: Equatable {
@@ -79,18 +154,25 @@ public final class HDF5Writer: TensorFileWriter {
     }
 
     /// Creates the temporary file for `tensors`.
+    /// - Parameters:
+    ///   - workers: chunks compressed at once (the shard run's `--threads`); 1 compresses on the
+    ///     calling thread. The file does not depend on it.
+    ///   - batchBytes: input bytes of the chunks queued before a batch is compressed and written
+    ///     (at least one chunk; about three times this is held at once).
     /// - Throws: ``CheckpointError/hdf5(file:message:stack:)`` for a name HDF5 cannot hold (empty,
     ///   `.`, or containing `/` or NUL), a duplicate name, a row too big for one HDF5 chunk (4 GiB),
     ///   a compression level zstd does not have, or a libhdf5 failure.
-    public init(path: String, tensors: [TensorSpec], compressionLevel: Int = 3) throws {
+    public init(path: String, tensors: [TensorSpec], compressionLevel: Int = defaultCompressionLevel, workers: Int = 1, batchBytes: Int = 16 << 20) throws {
         self.path = path
         self.temporary = temporaryPath(for: path)
         self.compressionLevel = compressionLevel
+        self.workers = max(1, workers)
+        self.batchChunks = self.workers == 1 ? 1 : 2 * self.workers
+        self.batchBytes = max(1, batchBytes)
         self.order = tensors.sorted { $0.name.utf8Precedes($1.name) }
         func invalid(_ message: String) -> CheckpointError { .hdf5(file: path, message: message, stack: "") }
-        guard (Int(ZSTD_minCLevel())...Int(ZSTD_maxCLevel())).contains(compressionLevel) else {
-            throw invalid(
-                "zstd compression level \(compressionLevel) is outside \(ZSTD_minCLevel())...\(ZSTD_maxCLevel())")
+        guard Self.compressionLevels.contains(compressionLevel) else {
+            throw invalid("zstd compression level \(compressionLevel) is outside \(Self.compressionLevels)")
         }
         for (previous, spec) in zip([nil] + order.map(Optional.some), order) {
             if spec.name.isEmpty || spec.name == "." || spec.name.contains("/") || spec.name.utf8.contains(0) {
@@ -104,6 +186,9 @@ public final class HDF5Writer: TensorFileWriter {
                     "tensor '\(spec.name)': one row of \(spec.shape) is more than an HDF5 chunk can hold (4 GiB)")
             }
         }
+        compressors = ZstdCompressor.Pool(level: compressionLevel, file: path)
+        // A level zstd refuses fails here, not at the first chunk.
+        try compressors.withCompressor { _ in }
         TemporaryFiles.shared.register(temporary)
         file = try HDF5Library.withLock {
             let access = try HDF5ID(H5Pcreate(fs_H5P_FILE_ACCESS()), file: path, "cannot create a file access list")
@@ -114,7 +199,7 @@ public final class HDF5Writer: TensorFileWriter {
                 H5Fcreate(temporary, fs_H5F_ACC_TRUNC(), fs_H5P_DEFAULT(), access.raw), file: path,
                 "cannot create \(temporary)")
         }
-        try startTensors()
+        skipEmptyTensors()
     }
 
     public func append(_ bytes: UnsafeRawBufferPointer) throws {
@@ -125,21 +210,19 @@ public final class HDF5Writer: TensorFileWriter {
                     file: path, operation: "append", reason: "\(rest.count) bytes more than the tensors hold")
             }
             let spec = order[index]
-            let capacity = layout == .scalar ? spec.dtype.size : layout.chunkBytes
-            if chunk.count != capacity { chunk = [UInt8](repeating: 0, count: capacity) }
-            let take = min(rest.count, capacity - filled, spec.byteCount - received)
-            chunk.withUnsafeMutableBytes { target in
-                (target.baseAddress! + filled).copyMemory(from: rest.baseAddress!, byteCount: take)
+            let chunk = self.chunk ?? startChunk(spec)
+            let take = min(rest.count, chunk.count - chunk.filled, spec.byteCount - received)
+            chunk.input.withUnsafeMutableBytes { target in
+                (target.baseAddress! + chunk.filled).copyMemory(from: rest.baseAddress!, byteCount: take)
             }
             rest = UnsafeRawBufferPointer(rebasing: rest[take...])
-            filled += take
+            chunk.filled += take
             received += take
-            if filled == capacity || received == spec.byteCount { try writeChunk() }
+            if chunk.filled == chunk.count || received == spec.byteCount { try queue(chunk) }
             if received == spec.byteCount {
-                try closeDataset()
                 index += 1
                 received = 0
-                try startTensors()
+                skipEmptyTensors()
             }
         }
     }
@@ -153,6 +236,8 @@ public final class HDF5Writer: TensorFileWriter {
             throw CheckpointError.io(file: path, operation: "finish", reason: missing)
         }
         finished = true
+        try flush()
+        try HDF5Library.withLock { try openDataset(order.count) }
         try file.take()?.close(with: H5Fclose, file: path, "cannot close \(temporary)")
         try FaultInjector.shared.check(.file, path: path)
         try moveIntoPlace(temporary, path)
@@ -161,66 +246,149 @@ public final class HDF5Writer: TensorFileWriter {
     }
 
     public func abort() {
+        queued = []
         _ = try? dataset.take()?.close(file: path, "")
         _ = try? file.take()?.close(with: H5Fclose, file: path, "")
         removeFile(temporary)
         TemporaryFiles.shared.unregister(temporary)
     }
 
-    /// Creates the dataset of `order[index]`, and finishes at once any that hold no bytes.
-    private func startTensors() throws {
-        while index < order.count {
-            let spec = order[index]
-            layout = Layout(spec)
-            filled = 0
-            dataset = try createDataset(spec)
-            if spec.byteCount > 0 { return }
-            try closeDataset()
-            index += 1
+    /// Moves past tensors that hold no bytes (their datasets are made in turn by ``openDataset(_:)``)
+    /// and sets the layout of the next one.
+    private func skipEmptyTensors() {
+        while index < order.count, order[index].byteCount == 0 { index += 1 }
+        if index < order.count { layout = Layout(order[index]) }
+    }
+
+    /// A spare chunk set up for the next bytes of `spec`.
+    private func startChunk(_ spec: TensorSpec) -> Chunk {
+        let chunk = spareChunks.popLast() ?? Chunk()
+        let capacity = layout == .scalar ? spec.dtype.size : layout.chunkBytes
+        let firstRow: Int
+        if case .chunked(_, let rowBytes) = layout { firstRow = received / rowBytes } else { firstRow = 0 }
+        chunk.reset(tensor: index, firstRow: firstRow, elementSize: spec.dtype.size, count: capacity)
+        self.chunk = chunk
+        return chunk
+    }
+
+    /// Queues the filled chunk (the rest of it zero padding), and carries out the queue once it
+    /// holds a batch.
+    private func queue(_ chunk: Chunk) throws {
+        self.chunk = nil
+        if layout == .scalar {
+            queued.append(.scalar(tensor: chunk.tensor, bytes: Array(chunk.input[0..<chunk.count])))
+            spareChunks.append(chunk)
+            return
+        }
+        queued.append(.chunk(chunk))
+        queuedChunks += 1
+        queuedBytes += chunk.count
+        if queuedChunks >= batchChunks || queuedBytes >= batchBytes { try flush() }
+    }
+
+    /// Compresses the queued chunks (on up to ``workers`` threads), then makes the queued libhdf5
+    /// calls in order.
+    private func flush() throws {
+        let chunks = queued.compactMap { if case .chunk(let c) = $0 { c } else { nil } }
+        let compressors = self.compressors
+        let path = self.path
+        if chunks.count == 1 || workers == 1 {
+            for chunk in chunks { try compressors.withCompressor { try chunk.compress(with: $0, file: path) } }
+        } else {
+            let failure = Mutex<(any Error)?>(nil)
+            DispatchQueue.concurrentPerform(iterations: chunks.count) { i in
+                do {
+                    try compressors.withCompressor { try chunks[i].compress(with: $0, file: path) }
+                } catch {
+                    failure.withLock { $0 = $0 ?? error }
+                }
+            }
+            if let error = failure.withLock({ $0 }) { throw error }
+        }
+        let operations = queued
+        queued = []
+        queuedChunks = 0
+        queuedBytes = 0
+        try HDF5Library.withLock {
+            for operation in operations {
+                switch operation {
+                case .chunk(let chunk): try writeChunk(chunk)
+                case .scalar(let tensor, let bytes): try writeScalar(tensor, bytes)
+                }
+            }
+        }
+        spareChunks += chunks
+    }
+
+    /// Makes the datasets of `order[..<tensor]` that do not exist yet, and `order[tensor]`'s (left
+    /// open); the previous open one is closed. Holding the HDF5 lock.
+    private func openDataset(_ tensor: Int) throws {
+        while created <= min(tensor, order.count - 1) {
+            try dataset.take()?.close(file: path, "cannot close dataset '\(order[created - 1].name)'")
+            dataset = try createDataset(order[created])
+            created += 1
+        }
+        if tensor == order.count {
+            try dataset.take()?.close(file: path, "cannot close dataset '\(order[created - 1].name)'")
         }
     }
 
-    private func closeDataset() throws {
-        try dataset.take()?.close(file: path, "cannot close dataset '\(order[index].name)'")
+    private func writeChunk(_ chunk: Chunk) throws {
+        try openDataset(chunk.tensor)
+        let spec = order[chunk.tensor]
+        let offset = [hsize_t(chunk.firstRow)] + spec.shape.dropFirst().map { _ in hsize_t(0) }
+        let dataset = self.dataset?.raw ?? -1
+        try chunk.frame.withUnsafeBytes { bytes in
+            _ = try HDF5Library.check(
+                H5Dwrite_chunk(dataset, fs_H5P_DEFAULT(), 0, offset, chunk.frameBytes, bytes.baseAddress), file: path,
+                "cannot write tensor '\(spec.name)'")
+        }
     }
 
+    private func writeScalar(_ tensor: Int, _ bytes: [UInt8]) throws {
+        try openDataset(tensor)
+        let spec = order[tensor]
+        let type = try Self.fileType(spec.dtype, file: path)
+        let dataset = self.dataset?.raw ?? -1
+        try bytes.withUnsafeBytes { bytes in
+            _ = try HDF5Library.check(
+                H5Dwrite(dataset, type.raw, fs_H5S_ALL(), fs_H5S_ALL(), fs_H5P_DEFAULT(), bytes.baseAddress), file: path,
+                "cannot write tensor '\(spec.name)'")
+        }
+    }
+
+    /// Creates the dataset of `spec` (holding the HDF5 lock).
     private func createDataset(_ spec: TensorSpec) throws -> HDF5ID {
         let what = "cannot create dataset '\(spec.name)'"
         let path = self.path
         let level = UInt32(bitPattern: Int32(compressionLevel))
-        let layout = self.layout
-        return try HDF5Library.withLock {
-            let space =
-                spec.shape.isEmpty
-                ? try HDF5ID(H5Screate(H5S_SCALAR), file: path, what)
-                : try HDF5ID(
-                    H5Screate_simple(Int32(spec.shape.count), spec.shape.map { hsize_t($0) }, nil), file: path, what)
-            let properties = try HDF5ID(H5Pcreate(fs_H5P_DATASET_CREATE()), file: path, what)
-            try HDF5Library.check(H5Pset_obj_track_times(properties.raw, false), file: path, what)
-            switch layout {
-            case .scalar:
-                try HDF5Library.check(H5Pset_layout(properties.raw, H5D_COMPACT), file: path, what)
-            case .empty:
-                try HDF5Library.check(H5Pset_layout(properties.raw, H5D_CONTIGUOUS), file: path, what)
-            case .chunked(let rows, _):
-                let chunkDims = [hsize_t(rows)] + spec.shape.dropFirst().map { hsize_t($0) }
-                try HDF5Library.check(
-                    H5Pset_chunk(properties.raw, Int32(chunkDims.count), chunkDims), file: path, what)
-                try HDF5Library.check(H5Pset_shuffle(properties.raw), file: path, what)
-                try HDF5Library.check(
-                    H5Pset_filter(
-                        properties.raw, H5Z_filter_t(FS_ZSTD_FILTER_ID), UInt32(H5Z_FLAG_MANDATORY), 1, [level]),
-                    file: path, what)
-            }
-            let type = try Self.fileType(spec.dtype, file: path)
-            let dataset = try HDF5ID(
-                H5Dcreate2(
-                    file?.raw ?? -1, spec.name, type.raw, space.raw, fs_H5P_DEFAULT(), properties.raw, fs_H5P_DEFAULT()),
+        let space =
+            spec.shape.isEmpty
+            ? try HDF5ID(H5Screate(H5S_SCALAR), file: path, what)
+            : try HDF5ID(H5Screate_simple(Int32(spec.shape.count), spec.shape.map { hsize_t($0) }, nil), file: path, what)
+        let properties = try HDF5ID(H5Pcreate(fs_H5P_DATASET_CREATE()), file: path, what)
+        try HDF5Library.check(H5Pset_obj_track_times(properties.raw, false), file: path, what)
+        switch Layout(spec) {
+        case .scalar:
+            try HDF5Library.check(H5Pset_layout(properties.raw, H5D_COMPACT), file: path, what)
+        case .empty:
+            try HDF5Library.check(H5Pset_layout(properties.raw, H5D_CONTIGUOUS), file: path, what)
+        case .chunked(let rows, _):
+            let chunkDims = [hsize_t(rows)] + spec.shape.dropFirst().map { hsize_t($0) }
+            try HDF5Library.check(H5Pset_chunk(properties.raw, Int32(chunkDims.count), chunkDims), file: path, what)
+            try HDF5Library.check(H5Pset_shuffle(properties.raw), file: path, what)
+            try HDF5Library.check(
+                H5Pset_filter(properties.raw, H5Z_filter_t(FS_ZSTD_FILTER_ID), UInt32(H5Z_FLAG_MANDATORY), 1, [level]),
                 file: path, what)
-            let marker = spec.dtype.isStoredAsInteger ? spec.dtype.numpyName : nil
-            if let marker { try Self.writeStringAttribute("dtype", marker, on: dataset.raw, file: path, what) }
-            return dataset
         }
+        let type = try Self.fileType(spec.dtype, file: path)
+        let dataset = try HDF5ID(
+            H5Dcreate2(file?.raw ?? -1, spec.name, type.raw, space.raw, fs_H5P_DEFAULT(), properties.raw, fs_H5P_DEFAULT()),
+            file: path, what)
+        if spec.dtype.isStoredAsInteger {
+            try Self.writeStringAttribute("dtype", spec.dtype.numpyName, on: dataset.raw, file: path, what)
+        }
+        return dataset
     }
 
     /// The stored type of `dtype`: little-endian IEEE floats (16-bit built as h5py builds its
@@ -258,78 +426,33 @@ public final class HDF5Writer: TensorFileWriter {
         }
     }
 
-    /// Writes the filled chunk (zero-padded past the tensor's end) and empties it.
-    private func writeChunk() throws {
-        let spec = order[index]
-        let path = self.path
-        let what = "cannot write tensor '\(spec.name)'"
-        defer { filled = 0 }
-        guard case .chunked(let rows, let rowBytes) = layout else {
-            let dataset = self.dataset?.raw ?? -1
-            try HDF5Library.withLock {
-                let type = try Self.fileType(spec.dtype, file: path)
-                try chunk.withUnsafeBytes { bytes in
-                    _ = try HDF5Library.check(
-                        H5Dwrite(dataset, type.raw, fs_H5S_ALL(), fs_H5S_ALL(), fs_H5P_DEFAULT(), bytes.baseAddress),
-                        file: path, what)
-                }
-            }
+    /// HDF5's shuffle filter (H5Zshuffle.c) on whole elements: byte `j` of element `i` goes to
+    /// `j * n + i`. Bytes past the last whole element (none in a chunk) are copied as they are.
+    static func shuffle(_ source: UnsafeRawBufferPointer, elementSize: Int, into target: UnsafeMutableRawBufferPointer) {
+        let n = source.count / elementSize
+        guard elementSize > 1, n > 0 else {
+            target.copyMemory(from: source)
             return
         }
-        let firstRow = (received - filled) / rowBytes
-        precondition(firstRow % rows == 0)
-        if filled < chunk.count {
-            chunk.withUnsafeMutableBytes { _ = $0[filled...].initializeMemory(as: UInt8.self, repeating: 0) }
-        }
-        if shuffled.count != chunk.count { shuffled = [UInt8](repeating: 0, count: chunk.count) }
-        Self.shuffle(chunk, elementSize: spec.dtype.size, into: &shuffled)
-        let bound = ZSTD_compressBound(chunk.count)
-        if compressed.count < bound { compressed = [UInt8](repeating: 0, count: bound) }
-        let level = Int32(compressionLevel)
-        let size = shuffled.withUnsafeBytes { source in
-            compressed.withUnsafeMutableBytes { target in
-                ZSTD_compress(target.baseAddress, target.count, source.baseAddress, source.count, level)
+        let to = target.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        // Element-typed loops for the common sizes: the compiler vectorizes them.
+        func planes<Element: FixedWidthInteger>(_: Element.Type) {
+            for i in 0..<n {
+                let value = source.loadUnaligned(fromByteOffset: i * elementSize, as: Element.self).littleEndian
+                for j in 0..<MemoryLayout<Element>.size { to[j * n + i] = UInt8(truncatingIfNeeded: value >> (8 * j)) }
             }
         }
-        if ZSTD_isError(size) != 0 {
-            throw CheckpointError.io(
-                file: path, operation: "zstd compression of '\(spec.name)'",
-                reason: String(cString: ZSTD_getErrorName(size)))
-        }
-        let offset = [hsize_t(firstRow)] + spec.shape.dropFirst().map { _ in hsize_t(0) }
-        let dataset = self.dataset?.raw ?? -1
-        try HDF5Library.withLock {
-            try compressed.withUnsafeBytes { bytes in
-                _ = try HDF5Library.check(
-                    H5Dwrite_chunk(dataset, fs_H5P_DEFAULT(), 0, offset, size, bytes.baseAddress), file: path, what)
+        switch elementSize {
+        case 2: planes(UInt16.self)
+        case 4: planes(UInt32.self)
+        case 8: planes(UInt64.self)
+        default:
+            let from = source.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            for j in 0..<elementSize {
+                for i in 0..<n { to[j * n + i] = from[i * elementSize + j] }
             }
         }
-    }
-
-    /// HDF5's shuffle filter (H5Zshuffle.c): byte `j` of element `i` goes to `j * n + i`, for
-    /// `n` whole elements; a trailing partial element is copied as is.
-    static func shuffle(_ input: [UInt8], elementSize: Int, into output: inout [UInt8]) {
-        let n = input.count / elementSize
-        input.withUnsafeBytes { source in
-            output.withUnsafeMutableBytes { target in
-                if elementSize == 1 {
-                    target.copyMemory(from: source)
-                    return
-                }
-                let from = source.baseAddress!.assumingMemoryBound(to: UInt8.self)
-                let to = target.baseAddress!.assumingMemoryBound(to: UInt8.self)
-                for j in 0..<elementSize {
-                    let plane = to + j * n
-                    var at = from + j
-                    for i in 0..<n {
-                        plane[i] = at.pointee
-                        at += elementSize
-                    }
-                }
-                let tail = n * elementSize
-                for k in tail..<source.count { target[k] = source[k] }
-            }
-        }
+        for k in n * elementSize..<source.count { target[k] = source[k] }
     }
 
     /// The size and SHA-256 of the finished file, read back because libhdf5 wrote it through its

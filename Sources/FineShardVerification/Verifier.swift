@@ -112,9 +112,11 @@ public struct Verifier: Sendable {
                 }
                 progress(done.add(size, ordering: .relaxed).newValue, total)
                 if let expected = record.sha256, digest != expected {
+                    // An HDF5 file's zstd frame checksums can say where it was altered.
+                    let damage = HDF5Reader.firstDamagedChunk(path: path(record.name), name: record.name).map { "; \($0)" } ?? ""
                     report(
                         .alteredFile,
-                        "\(where_) \(record.name) has SHA-256 \(digest ?? "unreadable"), the manifest says \(expected) (altered)")
+                        "\(where_) \(record.name) has SHA-256 \(digest ?? "unreadable"), the manifest says \(expected) (altered)\(damage)")
                 } else {
                     content.withLock { $0[i] = findings }
                 }

@@ -44,8 +44,8 @@ struct Shard: ParsableCommand {
     @Flag(help: "Do not wait for the output to reach the disk before writing the manifest.")
     var noSync = false
 
-    @Option(help: "zstd level for --format hdf5.")
-    var compressionLevel = 3
+    @Option(help: ArgumentHelp("zstd level for --format hdf5 (negative: zstd's fast levels).", valueName: "n"))
+    var compressionLevel = HDF5Writer.defaultCompressionLevel
 
     @Flag(help: "No progress output.")
     var quiet = false
@@ -56,6 +56,11 @@ struct Shard: ParsableCommand {
         try reportingErrors {
             if let threads, threads < 1 { throw PlanError.badOption(option: "--threads", message: "must be at least 1") }
             _ = try memoryBudgetBytes()
+            let levels = HDF5Writer.compressionLevels
+            if !levels.contains(compressionLevel) {
+                throw PlanError.badOption(
+                    option: "--compression-level", message: "\(compressionLevel) is not a zstd level (\(levels.lowerBound) to \(levels.upperBound))")
+            }
             // The syntax of --ranks; that they exist is checked against the plan's world size.
             if let ranks { _ = try ShardOptions.parseRanks(ranks, worldSize: .max) }
         }

@@ -40,9 +40,10 @@ import Testing
     /// Writes `specs` with their seeded bytes, appended in pieces of `pieceSize` bytes.
     @discardableResult
     static func write(
-        _ specs: [TensorSpec], to path: String, pieceSize: Int = 100_003, data: [String: [UInt8]]
+        _ specs: [TensorSpec], to path: String, pieceSize: Int = 100_003, data: [String: [UInt8]], workers: Int = 1,
+        batchBytes: Int = 16 << 20
     ) throws -> WrittenFile {
-        let writer = try HDF5Writer(path: path, tensors: specs)
+        let writer = try HDF5Writer(path: path, tensors: specs, workers: workers, batchBytes: batchBytes)
         var stream: [UInt8] = []
         for spec in writer.order { stream += data[spec.name]! }
         var offset = 0
@@ -291,11 +292,120 @@ import Testing
         }
     }
 
-    @Test func shuffleMatchesHDF5sByteTransposition() {
-        let input: [UInt8] = [1, 2, 3, 4, 5, 6, 7, 8, 9]
-        var output = [UInt8](repeating: 0, count: 9)
-        HDF5Writer.shuffle(input, elementSize: 4, into: &output)
-        #expect(output == [1, 5, 2, 6, 3, 7, 4, 8, 9])
+    @Test(arguments: [1, 2, 3, 4, 8])
+    func shuffleMatchesHDF5sByteTransposition(elementSize: Int) {
+        let input = (0..<(5 * elementSize + 1)).map { UInt8($0) }
+        var output = [UInt8](repeating: 0, count: input.count)
+        input.withUnsafeBytes { source in
+            output.withUnsafeMutableBytes { HDF5Writer.shuffle(source, elementSize: elementSize, into: $0) }
+        }
+        // H5Zshuffle.c: byte j of element i goes to j * n + i; the trailing partial element stays.
+        var expected = input
+        for i in 0..<5 { for j in 0..<elementSize { expected[j * 5 + i] = input[i * elementSize + j] } }
+        #expect(output == expected)
+    }
+
+    // MARK: - zstd frame checksums and parallel compression
+
+    /// The stored bytes of the chunk of `dataset` whose first element is at `offset`
+    /// (`H5Dget_chunk_info_by_coord`): their file offset and size.
+    static func chunkLocation(_ path: String, dataset: String, offset: [Int]) throws -> (address: Int, size: Int) {
+        try HDF5Library.withLock {
+            let file = try HDF5ID(H5Fopen(path, fs_H5F_ACC_RDONLY(), fs_H5P_DEFAULT()), file: path, "open")
+            let set = try HDF5ID(H5Dopen2(file.raw, dataset, fs_H5P_DEFAULT()), file: path, "open \(dataset)")
+            var mask: UInt32 = 0
+            var address: haddr_t = 0
+            var size: hsize_t = 0
+            try HDF5Library.check(
+                H5Dget_chunk_info_by_coord(set.raw, offset.map { hsize_t($0) }, &mask, &address, &size), file: path,
+                "no chunk at \(offset)")
+            return (Int(address), Int(size))
+        }
+    }
+
+    /// Flips one byte in the middle of the stored chunk of `dataset` at `offset`; the file keeps its size.
+    static func corruptChunk(_ path: String, dataset: String, offset: [Int]) throws {
+        let (address, size) = try chunkLocation(path, dataset: dataset, offset: offset)
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+        defer { try? handle.close() }
+        let at = UInt64(address + size / 2)
+        try handle.seek(toOffset: at)
+        let byte = try #require(try handle.read(upToCount: 1)?.first)
+        try handle.seek(toOffset: at)
+        try handle.write(contentsOf: [byte ^ 0x5A])
+    }
+
+    /// The stored bytes of one chunk (`H5Dread_chunk`), as libhdf5 keeps them: a zstd frame.
+    static func rawChunk(_ path: String, dataset: String, offset: [Int]) throws -> [UInt8] {
+        let (_, size) = try chunkLocation(path, dataset: dataset, offset: offset)
+        return try HDF5Library.withLock {
+            let file = try HDF5ID(H5Fopen(path, fs_H5F_ACC_RDONLY(), fs_H5P_DEFAULT()), file: path, "open")
+            let set = try HDF5ID(H5Dopen2(file.raw, dataset, fs_H5P_DEFAULT()), file: path, "open \(dataset)")
+            var mask: UInt32 = 0
+            var bytes = [UInt8](repeating: 0, count: size)
+            try HDF5Library.check(
+                H5Dread_chunk(set.raw, fs_H5P_DEFAULT(), offset.map { hsize_t($0) }, &mask, &bytes), file: path, "read chunk")
+            return bytes
+        }
+    }
+
+    @Test func everyChunkIsAZstdFrameWithAContentSizeAndAChecksum() throws {
+        let folder = try Self.makeFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = folder.appendingPathComponent("model.h5").path
+        try Self.write(Self.everyDType, to: path, data: Self.seeded(Self.everyDType), workers: 2)
+        for (dataset, offset) in [("big.f32", [262, 0]), ("small.BF16", [0, 0]), ("cube.f16", [2, 0, 0]), ("big.u8", [1 << 20])] {
+            let frame = try Self.rawChunk(path, dataset: dataset, offset: offset)
+            // RFC 8878 §3.1.1: the magic number, then the frame header descriptor, whose bit 2 is
+            // Content_Checksum_Flag and bits 6-7 Frame_Content_Size_Flag (0 with a single segment
+            // still stores a 1-byte size; bit 5 is Single_Segment_Flag).
+            #expect(Array(frame.prefix(4)) == [0x28, 0xB5, 0x2F, 0xFD], "\(dataset)")
+            #expect(frame[4] & 0x04 != 0, "\(dataset): no content checksum flag")
+            #expect(frame[4] & 0xC0 != 0 || frame[4] & 0x20 != 0, "\(dataset): no content size")
+        }
+    }
+
+    @Test func oneOrFourCompressionWorkersAndAnyBatchSizeWriteTheSameBytes() throws {
+        let folder = try Self.makeFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let data = Self.seeded(Self.everyDType)
+        let one = try Self.write(Self.everyDType, to: folder.appendingPathComponent("one.h5").path, data: data)
+        let four = try Self.write(Self.everyDType, to: folder.appendingPathComponent("four.h5").path, data: data, workers: 4)
+        let small = try Self.write(
+            Self.everyDType, to: folder.appendingPathComponent("small.h5").path, pieceSize: 7777, data: data, workers: 3,
+            batchBytes: 1)
+        #expect(one.sha256 == four.sha256 && one.sha256 == small.sha256)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: one.path)) == Data(contentsOf: URL(fileURLWithPath: four.path)))
+        let reader = try HDF5Reader(path: four.path, name: "four.h5")
+        for spec in Self.everyDType { #expect(try Self.read(reader, spec.name) == data[spec.name]!, "\(spec.name)") }
+    }
+
+    @Test func aChunkWhoseChecksumFailsIsADamagedChunkNamedByFileDatasetIndexAndOffset() throws {
+        let folder = try Self.makeFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = folder.appendingPathComponent("w.h5").path
+        // Seeded bytes of every bit pattern: zstd stores them as raw blocks, so a flipped byte in
+        // the middle still decodes, to a wrong number; only the frame checksum catches it.
+        let specs = [TensorSpec(name: "w", dtype: .f32, shape: [800, 1000])]
+        let data = Self.seeded(specs)
+        try Self.write(specs, to: path, data: data, workers: 2)
+        try Self.corruptChunk(path, dataset: "w", offset: [262, 0])
+        let reader = try HDF5Reader(path: path, name: "w.h5")
+
+        // The chunks around it still read.
+        #expect(try Self.read(reader, "w", Region([0..<262, 0..<1000])) == Array(data["w"]![0..<262 * 4000]))
+        #expect(try Self.read(reader, "w", Region([524..<800, 0..<1000])) == Array(data["w"]![524 * 4000..<800 * 4000]))
+
+        let expected = CheckpointError.damagedChunk(
+            file: "w.h5", dataset: "w", chunk: 1, offset: [262, 0],
+            reason: "its zstd frame checksum does not match (zstd: Restored data doesn't match checksum)")
+        #expect(throws: expected) { try Self.read(reader, "w", Region([100..<700, 5..<6])) }
+        #expect(reader.firstDamagedChunk() == expected)
+        #expect(
+            expected.description
+                == "w.h5: dataset '/w', chunk 1 at offset [262, 0] is damaged: its zstd frame checksum does not match (zstd: Restored data doesn't match checksum)"
+        )
+        #expect(expected.exitCode == 2)
     }
 
     // MARK: - Interop with h5py + hdf5plugin
@@ -319,7 +429,8 @@ import Testing
         defer { try? FileManager.default.removeItem(at: folder) }
         let path = folder.appendingPathComponent("model.h5").path
         let data = Self.seeded(Self.everyDType)
-        try Self.write(Self.everyDType, to: path, data: data)
+        // Written by two workers, every chunk a zstd frame with a checksum (the test above).
+        try Self.write(Self.everyDType, to: path, data: data, workers: 2)
 
         let json = try Self.runPython("h5_read.py", [path])
         let seen = try JSONDecoder().decode([String: Described].self, from: Data(json.utf8))
@@ -376,11 +487,11 @@ import Testing
         #expect(rows == expected)
 
         let error = #expect(throws: CheckpointError.self) { try Self.read(reader, "w", Region([0..<4, 0..<64])) }
-        guard case .hdf5(let file, _, let stack) = error else {
+        guard case .damagedChunk(let file, let dataset, let chunk, let offset, let reason) = error else {
             Issue.record("\(String(describing: error))")
             return
         }
-        #expect(file == "bad.h5")
-        #expect(stack.lowercased().contains("filter"))
+        #expect(file == "bad.h5" && dataset == "w" && chunk == 0 && offset == [0, 0])
+        #expect(reason.hasPrefix("zstd: "), "\(reason)")
     }
 }
