@@ -5,8 +5,9 @@ import FineShardPlanning
 /// Carries out a piece's ``PieceTransform`` for a region: reads the source bytes (and the scale blocks
 /// that cover them) through a ``PieceReader`` into its own reusable scratch space and writes the
 /// output's BF16 bytes. `shard` uses it while assembling, `verify --source` to recompute what a shard
-/// must hold.
-package final class PieceTransformer {
+/// must hold. One thread uses it at a time (each ``TensorAssembler`` has its own; the executor's pool
+/// hands an assembler to one worker at a time), hence `@unchecked Sendable`.
+package final class PieceTransformer: @unchecked Sendable {
     private var source: [UInt8] = []
     private var scaleBytes: [UInt8] = []
     private var scales: [Float] = []
