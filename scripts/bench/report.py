@@ -106,8 +106,10 @@ def main():
             fl = row(size, "floor-" + case, f"floor for {label}: cp + openssl sha256")
             ff = row(size, "floorfsync-" + case, f"floor + fsync of each file", fl,
                      "ratio here: fsync floor / plain floor")
+            cs, cf = cpu_seconds(a.res, rows.get((size, case), [])), cpu_seconds(a.res, rows.get((size, "floor-" + case), []))
             s = row(size, case, f"fineshard shard {label}", fl,
-                    f"{S(size, case)['median'] / ff['median']:.2f}× the fsync floor" if ff and S(size, case) else "")
+                    (f"{S(size, case)['median'] / ff['median']:.2f}× the fsync floor" if ff and S(size, case) else "")
+                    + (f"; CPU (user + sys) {cs:.2f} s, floor's {cf:.2f} s ({cs / cf:.2f}×)" if cs and cf else ""))
             if s and fl:
                 checks.append((f"{size} shard {case} ≤ 1.3× floor", s["median"] / fl["median"] <= 1.3,
                                f"{s['median'] / fl['median']:.2f}×"))
@@ -132,7 +134,9 @@ def main():
             fl = S(size, "floor-dp8-fg8-hf" + suffix)
             if suffix and (size, "dp8-fg8-hf" + suffix) in rows:
                 fl = row(size, "floor-dp8-fg8-hf" + suffix, f"floor for all-DP 8, every fine-grained 8, from the {what} checkpoint")
-                f = row(size, "dp8-fg8-hf" + suffix, f"fineshard shard all-DP 8, every fine-grained 8, from the {what} checkpoint", fl)
+                cs, cf = cpu_seconds(a.res, rows[(size, "dp8-fg8-hf" + suffix)]), cpu_seconds(a.res, rows.get((size, "floor-dp8-fg8-hf" + suffix), []))
+                f = row(size, "dp8-fg8-hf" + suffix, f"fineshard shard all-DP 8, every fine-grained 8, from the {what} checkpoint", fl,
+                        f"CPU (user + sys) {cs:.2f} s, floor's {cf:.2f} s ({cs / cf:.2f}×)" if cs and cf else "")
             if f and fl:
                 checks.append((f"{size} shard all-DP 8 / fine-grained 8 ({what}) ≤ 1.1× floor (issue 17)",
                                f["median"] <= 1.1 * fl["median"], f"{f['median'] / fl['median']:.2f}×"))
@@ -198,7 +202,9 @@ def main():
             checks.append(("plan DeepSeek-R1 under a second, wall (issue 17)", pl["median"] < 1, f"{pl['median']:.2f} s (CPU {cpu or 0:.2f} s)"))
     if ("R1", "shard-rank0") in rows:
         fl = row("R1", "floor-shard-rank0", "floor for DeepSeek-R1 rank 0's bytes and files: cp + openssl sha256")
-        r1 = row("R1", "shard-rank0", "fineshard shard DeepSeek-R1 --ranks 0 (DP 32 + EP, fine-grained 8; sparse input)", fl)
+        cs, cf = cpu_seconds(a.res, rows[("R1", "shard-rank0")]), cpu_seconds(a.res, rows.get(("R1", "floor-shard-rank0"), []))
+        r1 = row("R1", "shard-rank0", "fineshard shard DeepSeek-R1 --ranks 0 (DP 32 + EP, fine-grained 8; sparse input)", fl,
+                 f"CPU (user + sys) {cs:.2f} s, floor's {cf:.2f} s ({cs / cf:.2f}×)" if cs and cf else "")
         if r1 and fl:
             checks.append(("R1 rank 0 shard ≤ 1.2× floor (issue 17)", r1["median"] <= 1.2 * fl["median"],
                            f"{r1['median'] / fl['median']:.2f}×"))
