@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # fineshard benchmark (issue 8; peak-RSS point of issue 4; verify timings of issue 5).
 #
-#   scripts/bench.sh [--size 1B|4B] [--with-4b] [--runs N] [--no-build] [--keep] [--out FILE]
+#   scripts/bench.sh [--size 1B|4B] [--with-4b] [--with-r1] [--runs N] [--no-build] [--keep] [--out FILE]
 #
 # One run, same machine, side by side, page cache warm, `sync` before every timed run, median of --runs:
 #   * the 1B synthetic Llama checkpoint (TinyLlama shape; scripts/bench/make_llama.py, cached in
@@ -13,8 +13,14 @@
 #     disk either; output hashing on): all-DP 8 with every fine-grained size 8 (hf),
 #     TP=8 (vllm layout), DP=16 with embedding 8 / lm_head 8 / o_proj 4 / MLP 2, and all-DP 8 with
 #     --format hdf5;
-#   * the Python peer (scripts/bench/peer.py: safe_open + get_slice + numpy) on all-DP 8;
-#   * verify and verify --source against `cat` of the same bytes to /dev/null;
+#   * the same all-DP 8 shard from an index-sharded two-file copy of the 1B checkpoint (split at 1.2 GB);
+#   * the Python peer (scripts/bench/peer.py: safe_open + get_slice + numpy) on all-DP 8, both checkpoints;
+#   * verify against its floor, `openssl dgst -sha256` over the output files two at a time (one
+#     process per core), and verify --source against that plus `cat` of the source (issue 17);
+#   * plan on the header-only DeepSeek-R1 W8A8 checkpoint (scripts/make_deepseek_r1_headers.py,
+#     136,679 tensors), DP 32 + EP, every fine-grained size 8, text output to /dev/null;
+#   * --with-r1: shard rank 0 of that checkpoint (sparse input, ~27 GiB of output in 6 files) against
+#     the floor for the same bytes and files (written and hashed from a warm, non-sparse file);
 #   * forward-check on the all-DP 8 output (8 tokens per rank);
 #   * 4B: fineshard and the peer under a 1 GiB memory limit (systemd-run cgroup if systemd runs, else
 #     prlimit --as; plus an anonymous-RSS watchdog), and fineshard's peak RSS without a limit.
@@ -23,17 +29,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-SIZES=(1B); RUNS=3; BUILD=1; KEEP=0; DOC="$ROOT/docs/PERFORMANCE.md"; LIMIT_MIB=1024
+SIZES=(1B); WITH_R1=0; RUNS=3; BUILD=1; KEEP=0; DOC="$ROOT/docs/PERFORMANCE.md"; LIMIT_MIB=1024
 while [ $# -gt 0 ]; do
     case "$1" in
         --size) shift; SIZES=("$1") ;;
         --with-4b) SIZES=(1B 4B) ;;
+        --with-r1) WITH_R1=1 ;;
         --runs) shift; RUNS=$1 ;;
         --no-build) BUILD=0 ;;
         --keep) KEEP=1 ;;
         --out) shift; DOC=$1 ;;
         --limit-mib) shift; LIMIT_MIB=$1 ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -80,18 +87,25 @@ timed() {
     [ $rc = 0 ] || log "$case run $run exited $rc (see $out)"
 }
 
+R1_ARGS="--dp 32 --enable-expert-parallel"
+# Hashes files $3… on two openssl processes (halves of the list, one per core), then cats $1 unless '-'.
+HASH_PAIR='src=$1; shift; h=$(( ($# + 1) / 2 ))
+    openssl dgst -sha256 "${@:1:$h}" > /dev/null & a=$!
+    openssl dgst -sha256 "${@:$((h + 1))}" > /dev/null & b=$!
+    wait $a $b
+    [ "$src" = - ] || cat $(find "$src" -maxdepth 1 -name "*.safetensors") > /dev/null'
 FG8='{"finegrained_tp_config": {"embedding_tensor_parallel_size": 8, "lmhead_tensor_parallel_size": 8, "oproj_tensor_parallel_size": 8, "mlp_tensor_parallel_size": 8}}'
 MIXED='{"finegrained_tp_config": {"embedding_tensor_parallel_size": 8, "lmhead_tensor_parallel_size": 8, "oproj_tensor_parallel_size": 4, "mlp_tensor_parallel_size": 2}}'
 case_args() {
     case "$1" in
-        dp8-fg8-hf)   echo "--dp 8 --layout hf" ;;
+        dp8-fg8-hf|dp8-fg8-hf-2files) echo "--dp 8 --layout hf" ;;
         tp8-vllm)     echo "--dp 1 --tp 8 --layout vllm" ;;
         dp16-mixed)   echo "--dp 16 --layout hf" ;;
         dp8-fg8-hdf5) echo "--dp 8 --layout hf --format hdf5" ;;
     esac
 }
 case_config() {
-    case "$1" in dp8-fg8-hf|dp8-fg8-hdf5) echo "$FG8" ;; dp16-mixed) echo "$MIXED" ;; *) echo '{}' ;; esac
+    case "$1" in dp8-fg8-hf|dp8-fg8-hf-2files|dp8-fg8-hdf5) echo "$FG8" ;; dp16-mixed) echo "$MIXED" ;; *) echo '{}' ;; esac
 }
 
 # Floor for N bytes in K files: K sequential `cp` of a warm file of N/K bytes (coreutils cp uses
@@ -187,9 +201,11 @@ for SIZE in "${SIZES[@]}"; do
                     log "$SIZE verify run $r"
                     warm $(weights "$CKPT") $(weights "$out")
                     timed "$SIZE" verify "$r" - -- "$BIN" verify "$out" --json
-                    timed "$SIZE" cat-output "$r" - -- sh -c 'cat "$@" > /dev/null' cat $(weights "$out")
+                    # shellcheck disable=SC2046
+                    timed "$SIZE" floor-verify "$r" - -- bash -c "$HASH_PAIR" hash - $(weights "$out")
                     timed "$SIZE" verify-source "$r" - -- "$BIN" verify "$out" --source "$CKPT" --json
-                    timed "$SIZE" cat-source-output "$r" - -- sh -c 'cat "$@" > /dev/null' cat $(weights "$CKPT") $(weights "$out")
+                    # shellcheck disable=SC2046
+                    timed "$SIZE" floor-verify-source "$r" - -- bash -c "$HASH_PAIR" hash "$CKPT" $(weights "$out")
                     log "$SIZE forward-check run $r"
                     timed "$SIZE" forward-check "$r" - -- "$BIN" forward-check "$out" --source "$CKPT" --tokens-per-rank 8 --json
                 done
@@ -205,6 +221,47 @@ for SIZE in "${SIZES[@]}"; do
             timed "$SIZE" peer-dp8-fg8-hf "$r" "$WORK/out-peer" -- "$PY" scripts/bench/peer.py "$CKPT" -o "$WORK/out-peer"
         done
         rm -rf "$WORK/out-peer"
+        # The same all-DP 8 shard from an index-sharded two-file checkpoint (issue 17): fineshard, its
+        # floor (same bytes, same files) and the peer, interleaved run by run.
+        log "$SIZE two-file checkpoint"
+        ONE=$CKPT
+        CKPT=$("$PY" scripts/bench/make_llama.py --size "$SIZE" --max-shard-size 1.2e9)
+        echo "ckpt_${SIZE}_2files=$CKPT bytes=$(bytes_of "$CKPT") files=$(weights "$CKPT" | wc -l)" >> "$MACHINE"
+        for ((r = 1; r <= RUNS; r++)); do
+            log "$SIZE shard dp8-fg8-hf (two files) run $r"
+            shard_run "$SIZE" dp8-fg8-hf-2files "$r"
+            n=$(bytes_of "$WORK/out-dp8-fg8-hf-2files"); k=$(weights "$WORK/out-dp8-fg8-hf-2files" | wc -l)
+            rm -rf "$WORK/out-dp8-fg8-hf-2files"
+            floor_run "$SIZE" floor-dp8-fg8-hf-2files "$r" "$n" "$k"
+            rm -rf "$WORK/out-peer"; warm $(weights "$CKPT")
+            timed "$SIZE" peer-dp8-fg8-hf-2files "$r" "$WORK/out-peer" -- "$PY" scripts/bench/peer.py "$CKPT" -o "$WORK/out-peer"
+            rm -rf "$WORK/out-peer"
+        done
+        CKPT=$ONE
+
+        # plan on the header-only DeepSeek-R1 checkpoint (issue 17): the whole process, warm.
+        R1=$BENCH_DIR/deepseek-r1-headers
+        [ -f "$R1/config.json" ] || python3 scripts/make_deepseek_r1_headers.py "$R1" >&2
+        cat "$R1"/*.json > /dev/null; "$BIN" plan "$R1" $R1_ARGS --additional-config "$FG8" > /dev/null
+        for ((r = 1; r <= RUNS; r++)); do
+            log "plan DeepSeek-R1 run $r"
+            timed R1 plan "$r" - -- sh -c '"$@" > /dev/null' plan "$BIN" plan "$R1" $R1_ARGS --additional-config "$FG8"
+        done
+        if [ "$WITH_R1" = 1 ]; then
+            # Rank 0 of DP 32 + EP, every fine-grained size 8, from the sparse header-only checkpoint:
+            # its holes read as zeros without touching the disk; the floor copies real bytes.
+            out=$WORK/out-r1
+            log "shard DeepSeek-R1 rank 0"
+            rm -rf "$out"
+            timed R1 shard-rank0 1 "$out" -- "$BIN" shard "$R1" -o "$out" $R1_ARGS --additional-config "$FG8" --ranks 0 \
+                --no-source-hash --no-sync --quiet --json
+            n=$(bytes_of "$out"); k=$(weights "$out" | wc -l)
+            echo "files_R1_rank0=$k bytes_R1_rank0=$n" >> "$MACHINE"
+            rm -rf "$out"
+            log "floor for DeepSeek-R1 rank 0"
+            floor_run R1 floor-shard-rank0 1 "$n" "$k"
+            rm -f "$WORK/floor-src"
+        fi
     else
         # Large checkpoint: peak RSS without a limit (issue 4), then both tools under the memory limit.
         c=dp8-fg8-hf

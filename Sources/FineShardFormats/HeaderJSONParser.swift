@@ -186,6 +186,13 @@ struct HeaderJSONParser {
     mutating func parseString() throws -> String {
         guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw syntax("a string") }
         i += 1
+        // Fast path: no escape and no control character, one String made from the bytes as they are.
+        var end = i
+        while end < bytes.count, bytes[end] != UInt8(ascii: "\""), bytes[end] != UInt8(ascii: "\\"), bytes[end] >= 0x20 { end += 1 }
+        if end < bytes.count, bytes[end] == UInt8(ascii: "\"") {
+            defer { i = end + 1 }
+            return bytes.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[i..<end]), as: UTF8.self) }
+        }
         var out = [UInt8]()
         while true {
             guard i < bytes.count else { throw syntax("the end of a string") }

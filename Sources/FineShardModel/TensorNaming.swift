@@ -163,18 +163,31 @@ extension TensorNaming {
         init(family: ModelFamily) { self.family = family }
 
         mutating func role(of name: String) -> TensorRole? {
+            // The name with every all-digit component (shorter than 10 digits) replaced by '#', in one
+            // pass over its bytes (hundreds of thousands of names in a large checkpoint).
             var template = [UInt8]()
             template.reserveCapacity(name.utf8.count)
             var numbers: [Int] = []
-            for component in name.utf8.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false) {
-                if !template.isEmpty { template.append(UInt8(ascii: ".")) }
-                if !component.isEmpty, component.count < 10, component.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) {
-                    numbers.append(component.reduce(0) { $0 * 10 + Int($1 - 0x30) })
-                    template.append(UInt8(ascii: "#"))
-                } else {
-                    template.append(contentsOf: component)
-                }
+            var length = 0
+            var value = 0
+            var digitsOnly = true
+            func endComponent() {
+                guard length > 0, length < 10, digitsOnly else { return }
+                template.removeLast(length)
+                template.append(UInt8(ascii: "#"))
+                numbers.append(value)
             }
+            for byte in name.utf8 {
+                if byte == UInt8(ascii: ".") {
+                    endComponent()
+                    (length, value, digitsOnly) = (0, 0, true)
+                } else {
+                    length += 1
+                    if byte >= 0x30 && byte <= 0x39 { value = value &* 10 &+ Int(byte - 0x30) } else { digitsOnly = false }
+                }
+                template.append(byte)
+            }
+            endComponent()
             let key = String(decoding: template, as: UTF8.self)
             if let cached = known[key] {
                 guard var role = cached else { return nil }

@@ -195,6 +195,9 @@ extension Verifier {
         let rows = t.shape.isEmpty ? 1 : expected.count / max(t.shape.dropFirst().reduce(1, *) * size, 1)
         let blockShape = t.shape.isEmpty ? [] : [rows] + t.shape.dropFirst()
         var out: [Finding] = []
+        func report(_ kind: VerifyReport.Difference.Kind, _ message: String, source: String? = nil, offset: Int? = nil) {
+            out.append(Finding(source: source, difference: .init(kind: kind, message: message, rank: rank, file: t.file, tensor: t.name, offset: offset)))
+        }
         /// Output coordinates of the block's element `e`.
         func index(_ e: Int) -> [Int] {
             var i = coordinates(e, in: Region(whole: blockShape))
@@ -222,27 +225,18 @@ extension Verifier {
             reported.insert(k)
             let outputIndex = index(byte / size)
             if let fill = p.fill {
-                out.append(
-                    Finding(
-                        difference: .init(
-                            kind: .tensorBytes,
-                            message:
-                                "rank \(rank) \(t.file): tensor '\(t.name)' should hold the constant \(fill) (no source data) but differs at \(outputIndex)",
-                            rank: rank, file: t.file, tensor: t.name)))
+                report(
+                    .tensorBytes,
+                    "rank \(rank) \(t.file): tensor '\(t.name)' should hold the constant \(fill) (no source data) but differs at \(outputIndex)")
                 continue
             }
             let inBox = zip(zip(outputIndex, box.ranges.map(\.lowerBound)), strides(box.shape)).reduce(0) { $0 + ($1.0.0 - $1.0.1) * $1.1 }
             let linear = zip(outputIndex, strides(t.shape)).reduce(0) { $0 + $1.0 * $1.1 }
             let offset = stored.offset.map { $0 + linear * size + byte % size }
-            out.append(
-                Finding(
-                    source: p.source,
-                    difference: .init(
-                        kind: .tensorBytes,
-                        message:
-                            "source tensor '\(p.source)' differs in rank \(rank) \(t.file), tensor '\(t.name)': first difference at source index \(coordinates(inBox, in: p.region)), shard index \(outputIndex)"
-                            + (offset.map { ", file offset \($0)" } ?? ""),
-                        rank: rank, file: t.file, tensor: t.name, offset: offset)))
+            report(
+                .tensorBytes,
+                "source tensor '\(p.source)' differs in rank \(rank) \(t.file), tensor '\(t.name)': first difference at source index \(coordinates(inBox, in: p.region)), shard index \(outputIndex)"
+                    + (offset.map { ", file offset \($0)" } ?? ""), source: p.source, offset: offset)
         }
         // Elements no piece covers (vocab padding) are zero in `expected`.
         let padding = -1
@@ -251,13 +245,7 @@ extension Verifier {
             let i = index(e)
             if boxes.contains(where: { box in zip(i, box.ranges).allSatisfy { $1.contains($0) } }) { continue }
             reported.insert(padding)
-            out.append(
-                Finding(
-                    difference: .init(
-                        kind: .padding,
-                        message:
-                            "rank \(rank) \(t.file): tensor '\(t.name)' has a non-zero padding element at \(i), where no source data belongs",
-                        rank: rank, file: t.file, tensor: t.name)))
+            report(.padding, "rank \(rank) \(t.file): tensor '\(t.name)' has a non-zero padding element at \(i), where no source data belongs")
             break
         }
         return out
