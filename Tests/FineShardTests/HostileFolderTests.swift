@@ -368,6 +368,30 @@ final class FolderWatch {
         }
     }
 
+    @Test("shard --resume trusts a journal entry only for the files and tensors its plan writes")
+    func aHostileJournalEntryIsRewrittenNotTrusted() throws {
+        let f = try prepare(partial: false) { f in
+            try FileManager.default.removeItem(atPath: f.file("manifest.json"))
+            let url = URL(fileURLWithPath: f.file(".fineshard/rank-0.json"))
+            var entry = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+            var rank = try #require(entry["rank"] as? [String: Any])
+            var files = try #require(rank["files"] as? [[String: Any]])
+            let outside = try Data(contentsOf: URL(fileURLWithPath: f.outside))
+            files[0]["name"] = "../outside.safetensors"
+            (files[0]["bytes"], files[0]["sha256"]) = (outside.count, SHA256.hash(data: outside).hexString)
+            rank["files"] = files
+            entry["rank"] = rank
+            try JSONSerialization.data(withJSONObject: entry).write(to: url)
+        }
+        defer { try? FileManager.default.removeItem(atPath: f.dir) }
+        let watch = try FolderWatch(f.dir)
+        let result = try run(fineshardBinary, ["shard", Models.fixture, "-o", f.out, "--dp", "2", "--tp", "2", "--resume", "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(watch.touched().subtracting(["out"]).isEmpty)
+        #expect(result.stdout.contains("\"ranks_written\" : [\n    0\n  ]"), "\(result.stdout)")
+        #expect(try run(fineshardBinary, ["verify", f.out, "--source", Models.fixture, "--quiet"]).status == 0)
+    }
+
     /// A fresh copy of a base folder with the sentinels beside it, changed by `mutate`.
     func prepare(partial: Bool, _ mutate: (HostileFolder) throws -> Void) throws -> HostileFolder {
         let base = partial ? Self.bases.partial : Self.bases.full
