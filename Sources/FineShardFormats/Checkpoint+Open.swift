@@ -50,7 +50,8 @@ extension Checkpoint {
         return .safetensors
     }
 
-    static func open(root: String, files: [String], format: CheckpointFormat, maxTensors: Int, withFolder: Bool = true) throws -> Checkpoint {
+    static func open(root: String, files: [String], format: CheckpointFormat, maxTensors: Int, withFolder: Bool = true) throws -> Checkpoint
+    {
         var tensors: [TensorInfo] = []
         var readers: [String: any TensorStore] = [:]
         var infos: [File] = []
@@ -72,7 +73,9 @@ extension Checkpoint {
                 readers[name] = SafetensorsStore(file: file)
                 infos.append(File(name: name, bytes: try file.size(), dataStart: header.dataStart))
             }
-            return try Checkpoint(root: root, format: format, files: infos, tensors: tensors, readers: readers, weightNames: Set(files), withFolder: withFolder)
+            return try Checkpoint(
+                root: root, format: format, files: infos, tensors: tensors, readers: readers, weightNames: Set(files),
+                withFolder: withFolder)
         }
         for name in files {
             let full = (root as NSString).appendingPathComponent(name)
@@ -81,7 +84,8 @@ extension Checkpoint {
             readers[name] = reader
             infos.append(File(name: name, bytes: try OpenFile.forReading(full).size(), dataStart: nil))
         }
-        return try Checkpoint(root: root, format: format, files: infos, tensors: tensors, readers: readers, weightNames: Set(files), withFolder: withFolder)
+        return try Checkpoint(
+            root: root, format: format, files: infos, tensors: tensors, readers: readers, weightNames: Set(files), withFolder: withFolder)
     }
 
     /// A sharded safetensors checkpoint: the index's `weight_map` names the file of every tensor.

@@ -47,9 +47,11 @@ import Testing
         }
     }
 
-    @Test("DP × TP beyond 2^20 ranks, or beyond 64 bits, is refused (exit 2), not trapped", arguments: [
-        ["--dp", "99999999999", "--tp", "99999999999"], ["--dp", "4611686018427387904", "--tp", "4"], ["--dp", "2000000"],
-    ])
+    @Test(
+        "DP × TP beyond 2^20 ranks, or beyond 64 bits, is refused (exit 2), not trapped",
+        arguments: [
+            ["--dp", "99999999999", "--tp", "99999999999"], ["--dp", "4611686018427387904", "--tp", "4"], ["--dp", "2000000"],
+        ])
     func aWorldTooLargeIsRefused(_ sizes: [String]) throws {
         let result = try run(fineshardBinary, ["plan", Models.fixture] + sizes)
         #expect(result.status == 2, "\(result.stderr)")

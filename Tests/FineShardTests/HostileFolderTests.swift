@@ -37,16 +37,22 @@ struct HostileCase: Sendable, CustomTestStringConvertible {
     var testDescription: String { name }
 
     /// Every command that reads the folder exits 2 naming `needle` (a field path or a file).
-    static func invalid(_ name: String, partial: Bool = false, _ needle: String, _ mutate: @escaping @Sendable (HostileFolder) throws -> Void)
+    static func invalid(
+        _ name: String, partial: Bool = false, _ needle: String, _ mutate: @escaping @Sendable (HostileFolder) throws -> Void
+    )
         -> HostileCase
     {
         let commands: [HostileCommand] = [.verify, .verifySource, .merge, .forwardCheck] + (partial ? [.combine] : [])
         return HostileCase(
-            name: name, partial: partial, expect: Dictionary(uniqueKeysWithValues: commands.map { ($0, [2]) }), needle: needle, mutate: mutate)
+            name: name, partial: partial, expect: Dictionary(uniqueKeysWithValues: commands.map { ($0, [2]) }), needle: needle,
+            mutate: mutate)
     }
 
     /// The shards are not what a valid manifest records: a difference (exit 1) where the command reads them.
-    static func differs(_ name: String, _ commands: [HostileCommand: Set<Int32>], _ needle: String, _ mutate: @escaping @Sendable (HostileFolder) throws -> Void)
+    static func differs(
+        _ name: String, _ commands: [HostileCommand: Set<Int32>], _ needle: String,
+        _ mutate: @escaping @Sendable (HostileFolder) throws -> Void
+    )
         -> HostileCase
     {
         HostileCase(name: name, expect: commands, needle: needle, mutate: mutate)
@@ -181,7 +187,9 @@ final class FolderWatch {
         .invalid("a copied file name holding a NUL", "copied[0].name") { try $0.copied(0, named: "config.json\u{0}../../secret.txt") },
         .invalid("an empty copied file name", "copied[0].name") { try $0.copied(0, named: "") },
         .invalid("a copied file named manifest.json", "copied[0].name") { try $0.copied(0, named: "manifest.json") },
-        .invalid("a copied file name that climbs out through a folder", "copied[0].name") { try $0.copied(0, named: "sub/../../secret.txt") },
+        .invalid("a copied file name that climbs out through a folder", "copied[0].name") {
+            try $0.copied(0, named: "sub/../../secret.txt")
+        },
         .invalid("a copied file name not in canonical form", "copied[0].name") { try $0.set("copied", 0, "name", to: "./config.json") },
         .invalid("a rank file named ../outside.safetensors", "ranks[0].files[0].name") {
             try $0.set("ranks", 0, "files", 0, "name", to: "../outside.safetensors")
@@ -190,7 +198,9 @@ final class FolderWatch {
             try FileManager.default.moveItem(atPath: f.file("model-rank-0-part-0.safetensors"), toPath: f.file("other.safetensors"))
             try f.set("ranks", 0, "files", 0, "name", to: "other.safetensors")
         },
-        .invalid("a tensor whose file is outside OUT", "ranks[0].tensors[0].file") { try $0.set(at: lmHead + ["file"], to: "../outside.safetensors") },
+        .invalid("a tensor whose file is outside OUT", "ranks[0].tensors[0].file") {
+            try $0.set(at: lmHead + ["file"], to: "../outside.safetensors")
+        },
         .invalid("a tensor in another rank's file", "ranks[0].tensors[0].file") {
             try $0.set(at: lmHead + ["file"], to: "model-rank-1-part-0.safetensors")
         },
@@ -221,9 +231,15 @@ final class FolderWatch {
         .invalid("a piece range ending near 2^62", "ranks[0].tensors[0].pieces[0].ranges[0]") {
             try $0.set(at: lmHead + ["pieces", 0, "ranges", 0], to: [0, 1 << 62])
         },
-        .invalid("a piece placed near 2^62", "ranks[0].tensors[0].pieces[0].at[0]") { try $0.set(at: lmHead + ["pieces", 0, "at", 0], to: 1 << 62) },
-        .invalid("a piece placed at -1", "ranks[0].tensors[0].pieces[0].at[1]") { try $0.set(at: lmHead + ["pieces", 0, "at", 1], to: -1) },
-        .invalid("a rank tensor of shape [2^40, 2^40]", "ranks[0].tensors[0].shape") { try $0.set(at: lmHead + ["shape"], to: [1 << 40, 1 << 40]) },
+        .invalid("a piece placed near 2^62", "ranks[0].tensors[0].pieces[0].at[0]") {
+            try $0.set(at: lmHead + ["pieces", 0, "at", 0], to: 1 << 62)
+        },
+        .invalid("a piece placed at -1", "ranks[0].tensors[0].pieces[0].at[1]") {
+            try $0.set(at: lmHead + ["pieces", 0, "at", 1], to: -1)
+        },
+        .invalid("a rank tensor of shape [2^40, 2^40]", "ranks[0].tensors[0].shape") {
+            try $0.set(at: lmHead + ["shape"], to: [1 << 40, 1 << 40])
+        },
         .invalid("a source tensor of shape [2^40, 2^40]", "source.tensors[0].shape") {
             try $0.set("source", "tensors", 0, "shape", to: [1 << 40, 1 << 40])
         },
@@ -235,7 +251,9 @@ final class FolderWatch {
         .invalid("a rank number outside DP × TP", "ranks[0].rank") { try $0.set("ranks", 0, "rank", to: 99) },
         // Structure.
         .invalid("an unknown schema", "schema") { try $0.set("schema", to: "fineshard.manifest/9") },
-        .invalid("a manifest that is not JSON", "manifest.json") { try Data("{\"schema\": ".utf8).write(to: URL(fileURLWithPath: $0.file("manifest.json"))) },
+        .invalid("a manifest that is not JSON", "manifest.json") {
+            try Data("{\"schema\": ".utf8).write(to: URL(fileURLWithPath: $0.file("manifest.json")))
+        },
         .invalid("a manifest without ranks", "ranks") { try $0.remove("ranks") },
         .invalid("a rank listed twice", "ranks[1].rank") { f in try f.set("ranks", 1, to: try f.value("ranks", 0)) },
         .invalid("manifest.json without rank 3", "ranks 3") { try $0.remove("ranks", 3) },
@@ -250,8 +268,12 @@ final class FolderWatch {
             let piece = try f.value(at: lmHead + ["pieces", 0])
             try f.set(at: lmHead + ["pieces"], to: [piece, piece])
         },
-        .invalid("a tensor listed twice in a rank", "ranks[0].tensors[1].name") { f in try f.set("ranks", 0, "tensors", 1, to: try f.value(at: lmHead)) },
-        .invalid("a rank file without a SHA-256", "ranks[0].files[0].sha256") { try $0.set("ranks", 0, "files", 0, "sha256", to: NSNull()) },
+        .invalid("a tensor listed twice in a rank", "ranks[0].tensors[1].name") { f in
+            try f.set("ranks", 0, "tensors", 1, to: try f.value(at: lmHead))
+        },
+        .invalid("a rank file without a SHA-256", "ranks[0].files[0].sha256") {
+            try $0.set("ranks", 0, "files", 0, "sha256", to: NSNull())
+        },
         .invalid("a malformed SHA-256", "ranks[0].files[0].sha256") { try $0.set("ranks", 0, "files", 0, "sha256", to: "../../etc") },
         .invalid("a malformed tensor hash", "tensor_sha256") {
             try $0.set("ranks", 0, "files", 0, "tensor_sha256", "lm_head.weight", to: "xyz")
@@ -259,7 +281,9 @@ final class FolderWatch {
         .invalid("a file too small for the tensors the manifest puts in it", "ranks[0].files[0].bytes") {
             try $0.set("ranks", 0, "files", 0, "bytes", to: 100)
         },
-        .invalid("a tensor whose dtype is not its source's", "ranks[0].tensors[0].pieces[0].source") { try $0.set(at: lmHead + ["dtype"], to: "F32") },
+        .invalid("a tensor whose dtype is not its source's", "ranks[0].tensors[0].pieces[0].source") {
+            try $0.set(at: lmHead + ["dtype"], to: "F32")
+        },
         // The shards against a valid manifest: differences.
         .differs(
             "a flipped byte in a rank file", [.verify: [1], .verifySource: [1], .merge: [1], .forwardCheck: [1]],
@@ -285,7 +309,9 @@ final class FolderWatch {
             try handle.truncate(atOffset: 1000)
             try handle.close()
         },
-        .differs("a missing rank file", [.verify: [1], .verifySource: [1], .merge: [1], .forwardCheck: all], "model-rank-3-part-0.safetensors") {
+        .differs(
+            "a missing rank file", [.verify: [1], .verifySource: [1], .merge: [1], .forwardCheck: all], "model-rank-3-part-0.safetensors"
+        ) {
             try FileManager.default.removeItem(atPath: $0.file("model-rank-3-part-0.safetensors"))
         },
         .differs(
@@ -295,7 +321,10 @@ final class FolderWatch {
             let path = f.file("model-rank-1-part-0.safetensors")
             let shard = try Checkpoint.open(path)
             let tensors = try shard.tensors.map { t in
-                (TensorSpec(name: t.name, dtype: t.dtype, shape: t.name == "lm_head.weight" ? [256, 128] : t.shape), try readAll(shard, t.name))
+                (
+                    TensorSpec(name: t.name, dtype: t.dtype, shape: t.name == "lm_head.weight" ? [256, 128] : t.shape),
+                    try readAll(shard, t.name)
+                )
             }
             try FileManager.default.removeItem(atPath: path)
             try writeSafetensors(path, tensors, metadata: ["format": "pt"])

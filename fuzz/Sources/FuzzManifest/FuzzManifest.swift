@@ -59,7 +59,9 @@ func exercise(_ manifest: Manifest) {
     _ = PartPacking.parts(of: dense.map(\.byteCount), maxBytes: manifest.parallel.maxFileSize)
     let verifier = Verifier(folder: "fuzz")
     for spec in manifest.source.tensors {
-        let regions = manifest.ranks.flatMap { r in r.tensors.flatMap { t in t.pieces.filter { $0.fill == nil && $0.source == spec.name }.map(\.region) } }
+        let regions = manifest.ranks.flatMap { r in
+            r.tensors.flatMap { t in t.pieces.filter { $0.fill == nil && $0.source == spec.name }.map(\.region) }
+        }
         _ = verifier.coverageProblem(spec, regions)
     }
 }
