@@ -25,6 +25,10 @@ let package = Package(
             name: "FuzzIndex",
             dependencies: ["FuzzDriver", .product(name: "FineShard", package: mainPackage)]
         ),
+        .executableTarget(
+            name: "FuzzManifest",
+            dependencies: ["FuzzDriver", .product(name: "FineShard", package: mainPackage)]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

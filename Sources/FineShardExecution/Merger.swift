@@ -171,7 +171,9 @@ public struct Merger: Sendable {
         guard bytes.count == record.bytes, record.sha256 == nil || digest == record.sha256 else {
             throw ManifestError.shardDiffers(
                 file: folder.path(record.name), tensor: nil,
-                message: "copied file has \(bytes.count) bytes and SHA-256 \(digest), the manifest says \(record.bytes) and \(record.sha256 ?? "none")")
+                message:
+                    "copied file has \(bytes.count) bytes and SHA-256 \(digest), the manifest says \(record.bytes) and \(record.sha256 ?? "none")"
+            )
         }
         return bytes
     }

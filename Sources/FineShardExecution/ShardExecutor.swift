@@ -137,8 +137,9 @@ public final class ShardExecutor: @unchecked Sendable {
         var write: [RankPlan] = []
         var skip: [JournalEntry] = []
         for r in ranks {
+            // An entry is trusted only for what this plan writes (its names and tensors): OUT may come from elsewhere.
             if options.resume, let entry = journaled[r.rank], entry.planFingerprint == fingerprint,
-                filesMatch(entry.rank.files)
+                entry.rank.files.map(\.name) == r.files, entry.rank.tensors == r.tensors, filesMatch(entry.rank.files)
             {
                 skip.append(entry)
             } else {

@@ -49,7 +49,9 @@ extension ShardSet {
         let file = try OpenFile.forReading(try OutputFolder(folder).inside(record.name))
         var hasher = SHA256()
         var tensorHashes: [String: String] = [:]
-        let ranges = c.tensors.compactMap { t in t.offset.map { (t.name, $0..<$0 + t.byteCount) } }.sorted { $0.1.lowerBound < $1.1.lowerBound }
+        let ranges = c.tensors.compactMap { t in t.offset.map { (t.name, $0..<$0 + t.byteCount) } }.sorted {
+            $0.1.lowerBound < $1.1.lowerBound
+        }
         // The tensors are disjoint byte ranges in offset order: each is hashed as the blocks pass it.
         var current = 0
         var tensorHasher = SHA256()

@@ -15,7 +15,7 @@ package final class ShardSet: PieceReader, @unchecked Sendable {
 
     package func checkpoint(_ file: String) throws -> Checkpoint {
         if let c = opened.withLock({ $0[file] }) { return c }
-        let c = try Checkpoint.open(try OutputFolder(folder).inside(file))
+        let c = try Checkpoint.openFile(try OutputFolder(folder).inside(file))
         opened.withLock { $0[file] = c }
         return c
     }

@@ -32,6 +32,15 @@ extension Checkpoint {
             path: path, reason: "the folder has no \(indexFileName), no .safetensors and no .h5/.hdf5 files")
     }
 
+    /// Opens one tensor file alone, without its folder's `config.json` and other files (a rank file
+    /// of an output folder, whose neighbours are not its to read).
+    package static func openFile(_ path: String) throws -> Checkpoint {
+        let root = (path as NSString).deletingLastPathComponent
+        return try open(
+            root: root.isEmpty ? "." : root, files: [(path as NSString).lastPathComponent], format: try sniff(path),
+            maxTensors: SafetensorsHeader.defaultMaxTensors, withFolder: false)
+    }
+
     /// Tells safetensors from HDF5 by the file's first bytes (HDF5's 8-byte signature).
     static func sniff(_ path: String) throws -> CheckpointFormat {
         let file = try OpenFile.forReading(path)
@@ -41,7 +50,8 @@ extension Checkpoint {
         return .safetensors
     }
 
-    static func open(root: String, files: [String], format: CheckpointFormat, maxTensors: Int) throws -> Checkpoint {
+    static func open(root: String, files: [String], format: CheckpointFormat, maxTensors: Int, withFolder: Bool = true) throws -> Checkpoint
+    {
         var tensors: [TensorInfo] = []
         var readers: [String: any TensorStore] = [:]
         var infos: [File] = []
@@ -63,7 +73,9 @@ extension Checkpoint {
                 readers[name] = SafetensorsStore(file: file)
                 infos.append(File(name: name, bytes: try file.size(), dataStart: header.dataStart))
             }
-            return try Checkpoint(root: root, format: format, files: infos, tensors: tensors, readers: readers, weightNames: Set(files))
+            return try Checkpoint(
+                root: root, format: format, files: infos, tensors: tensors, readers: readers, weightNames: Set(files),
+                withFolder: withFolder)
         }
         for name in files {
             let full = (root as NSString).appendingPathComponent(name)
@@ -72,7 +84,8 @@ extension Checkpoint {
             readers[name] = reader
             infos.append(File(name: name, bytes: try OpenFile.forReading(full).size(), dataStart: nil))
         }
-        return try Checkpoint(root: root, format: format, files: infos, tensors: tensors, readers: readers, weightNames: Set(files))
+        return try Checkpoint(
+            root: root, format: format, files: infos, tensors: tensors, readers: readers, weightNames: Set(files), withFolder: withFolder)
     }
 
     /// A sharded safetensors checkpoint: the index's `weight_map` names the file of every tensor.

@@ -39,7 +39,7 @@ public final class Checkpoint: Sendable {
 
     init(
         root: String, format: CheckpointFormat, files: [File], tensors: [TensorInfo], readers: [String: any TensorStore],
-        weightNames: Set<String>
+        weightNames: Set<String>, withFolder: Bool = true
     ) throws {
         self.root = root
         self.format = format
@@ -57,8 +57,8 @@ public final class Checkpoint: Sendable {
         self.identities = try Dictionary(
             uniqueKeysWithValues: files.map { ($0.name, try OpenFile.identity(of: (root as NSString).appendingPathComponent($0.name))) })
         let configPath = (root as NSString).appendingPathComponent("config.json")
-        self.config = FileManager.default.contents(atPath: configPath)
-        self.nonWeightFiles = Self.listNonWeightFiles(root: root, excluding: weightNames)
+        self.config = withFolder ? FileManager.default.contents(atPath: configPath) : nil
+        self.nonWeightFiles = withFolder ? Self.listNonWeightFiles(root: root, excluding: weightNames) : []
     }
 
     /// Throws ``CheckpointError/sourceChanged(file:message:)`` when a weight file was truncated,

@@ -35,7 +35,10 @@ extension Manifest {
             let disagreeing: [(String, Bool)] = [
                 ("parallel", m.parallel == combined.parallel), ("source.format", m.source.format == combined.source.format),
                 ("source.model", m.source.model == combined.source.model), ("source.tensors", m.source.tensors == combined.source.tensors),
-                ("source.files", m.source.files.map { [$0.name, String($0.bytes)] } == combined.source.files.map { [$0.name, String($0.bytes)] }),
+                (
+                    "source.files",
+                    m.source.files.map { [$0.name, String($0.bytes)] } == combined.source.files.map { [$0.name, String($0.bytes)] }
+                ),
             ]
             if let (field, _) = disagreeing.first(where: { !$0.1 }) {
                 throw ManifestError.cannotCombine(.partsDisagree(field: field))

@@ -84,7 +84,9 @@ struct ManifestValidation {
             guard r.dpRank == r.rank / p.tp, r.tpRank == r.rank % p.tp else {
                 throw Problem(
                     field: field,
-                    what: "dp_rank \(r.dpRank) and tp_rank \(r.tpRank) contradict rank \(r.rank) (at TP \(p.tp): \(r.rank / p.tp) and \(r.rank % p.tp))")
+                    what:
+                        "dp_rank \(r.dpRank) and tp_rank \(r.tpRank) contradict rank \(r.rank) (at TP \(p.tp): \(r.rank / p.tp) and \(r.rank % p.tp))"
+                )
             }
             var bytesInFile: [String: Int] = [:]
             for (k, f) in r.files.enumerated() {
@@ -96,7 +98,9 @@ struct ManifestValidation {
                 guard f.name == expected else {
                     throw Problem(field: fileField + ".name", what: "'\(f.name)' is not the file --file-pattern names (\(expected))")
                 }
-                guard fileNames.insert(f.name).inserted else { throw Problem(field: fileField + ".name", what: "'\(f.name)' is listed twice") }
+                guard fileNames.insert(f.name).inserted else {
+                    throw Problem(field: fileField + ".name", what: "'\(f.name)' is listed twice")
+                }
                 try checkRecord(f, field: fileField, hashRequired: true)
                 totals.files = try add(totals.files, f.bytes, field: fileField + ".bytes", what: "the files")
                 bytesInFile[f.name] = 0
@@ -120,14 +124,16 @@ struct ManifestValidation {
                 for (k, f) in r.files.enumerated() where bytesInFile[f.name]! > f.bytes - 8 {
                     throw Problem(
                         field: "\(field).files[\(k)].bytes",
-                        what: "\(f.bytes) bytes cannot hold the \(bytesInFile[f.name]!) bytes of the tensors the manifest puts in \(f.name)")
+                        what: "\(f.bytes) bytes cannot hold the \(bytesInFile[f.name]!) bytes of the tensors the manifest puts in \(f.name)"
+                    )
                 }
             }
         }
         if complete, seen.count != world {
             let missing = (0..<world).filter { !seen.contains($0) }
             throw Problem(
-                field: "ranks", what: "ranks \(RankList.describe(missing)) of DP \(p.dp) × TP \(p.tp) are missing (a full manifest lists every rank)")
+                field: "ranks",
+                what: "ranks \(RankList.describe(missing)) of DP \(p.dp) × TP \(p.tp) are missing (a full manifest lists every rank)")
         }
         return (fileNames, totals.files)
     }
@@ -149,7 +155,9 @@ struct ManifestValidation {
                 guard piece.region.ranges.count == source.shape.count else {
                     throw Problem(
                         field: pieceField + ".ranges",
-                        what: "has \(piece.region.ranges.count) dimensions, source tensor '\(source.name)' \(source.shape) has \(source.shape.count)")
+                        what:
+                            "has \(piece.region.ranges.count) dimensions, source tensor '\(source.name)' \(source.shape) has \(source.shape.count)"
+                    )
                 }
                 for (d, range) in piece.region.ranges.enumerated() where range.upperBound > source.shape[d] {
                     throw Problem(
@@ -158,7 +166,9 @@ struct ManifestValidation {
                 }
             }
             guard piece.at.count == t.shape.count else {
-                throw Problem(field: pieceField + ".at", what: "has \(piece.at.count) entries, tensor '\(t.name)' \(t.shape) has \(t.shape.count) dimensions")
+                throw Problem(
+                    field: pieceField + ".at",
+                    what: "has \(piece.at.count) entries, tensor '\(t.name)' \(t.shape) has \(t.shape.count) dimensions")
             }
             // The region's extents, with extent 1 in leading dimensions it lacks (a stacked expert).
             let extents = [Int](repeating: 1, count: t.shape.count - piece.region.ranges.count) + piece.region.shape
@@ -167,7 +177,9 @@ struct ManifestValidation {
                 guard piece.at[d] >= 0, !overflow, end <= t.shape[d] else {
                     throw Problem(
                         field: "\(pieceField).at[\(d)]",
-                        what: "a piece of extent \(extents[d]) at \(piece.at[d]) does not fit in dimension \(d) of tensor '\(t.name)' \(t.shape)")
+                        what:
+                            "a piece of extent \(extents[d]) at \(piece.at[d]) does not fit in dimension \(d) of tensor '\(t.name)' \(t.shape)"
+                    )
                 }
             }
             if piece.box.elementCount > 0 { boxes.append((k, piece.box)) }
@@ -217,7 +229,10 @@ struct ManifestValidation {
     }
 
     static func isSHA256(_ text: String) -> Bool {
-        text.utf8.count == 64 && text.utf8.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }
+        text.utf8.count == 64
+            && text.utf8.allSatisfy {
+                (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0)
+            }
     }
 
     /// A tensor's byte count, refused when a dimension is negative or the product of its non-zero

@@ -51,7 +51,8 @@ public struct OutputFolder: Sendable {
         for component in name.split(separator: "/") {
             partial = (partial as NSString).appendingPathComponent(String(component))
             if (try? FileManager.default.attributesOfItem(atPath: partial)[.type] as? FileAttributeType) == .typeSymbolicLink {
-                throw SystemError.unreadable(file: partial, reason: "is a symbolic link; fineshard reads only files inside the output folder")
+                throw SystemError.unreadable(
+                    file: partial, reason: "is a symbolic link; fineshard reads only files inside the output folder")
             }
         }
         return partial

@@ -65,9 +65,13 @@ public struct ShardPlanner {
     }
 
     /// "nearest legal: 2, 4" from the values in `1...limit` that satisfy `legal`.
+    /// Looks at most 65536 values each way: a hostile size (a prime expert count near 2^61) must not
+    /// make the search run for ever.
     static func nearest(_ value: Int, limit: Int, _ legal: (Int) -> Bool) -> String {
-        let below = stride(from: min(value, limit), through: 1, by: -1).first(where: legal)
-        let above = value < limit ? (value + 1...limit).first(where: legal) : nil
+        let window = 1 << 16
+        let start = min(value, limit)
+        let below = stride(from: start, through: max(1, start > window ? start - window : 1), by: -1).first(where: legal)
+        let above = value < limit ? (value + 1...(limit - value > window ? value + window : limit)).first(where: legal) : nil
         let values = [below, above].compactMap { $0 }.filter { $0 != value }
         return values.isEmpty ? "" : " (nearest legal: \(values.map(String.init).joined(separator: ", ")))"
     }

@@ -78,11 +78,22 @@ struct ForwardCheck: ParsableCommand {
 
     @OptionGroup var outputOptions: OutputOptions
 
+    /// Every option that needs no file, checked before anything is read (exit 2 naming the option).
     func validate() throws {
-        if tokensPerRank < 1 { throw ValidationError("--tokens-per-rank must be at least 1") }
-        if !(tolerance >= 0) { throw ValidationError("--tolerance must be a non-negative number") }
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        try reportingErrors {
+            func bad(_ option: String, _ message: String) -> PlanError { .badOption(option: option, message: message) }
+            // A batch is simulated on every rank in float32: thousands of tokens are already far beyond a check's need.
+            if !(1...Self.maxTokensPerRank).contains(tokensPerRank) {
+                throw bad("--tokens-per-rank", "must be between 1 and \(Self.maxTokensPerRank), is \(tokensPerRank)")
+            }
+            if !(tolerance >= 0) { throw bad("--tolerance", "must be a non-negative number") }
+            if let threads, threads < 1 { throw bad("--threads", "must be at least 1") }
+            if let tokens { _ = try ForwardChecker.parseTokens(tokens) }
+            if let layers { _ = try ForwardChecker.parseLayers(layers) }
+        }
     }
+
+    static let maxTokensPerRank = 4096
 
     func run() throws {
         try reportingErrors {

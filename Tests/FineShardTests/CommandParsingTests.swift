@@ -32,6 +32,11 @@ import Testing
         ["shard", "model", "-o", "out", "--dp", "2", "--ranks", "3-1"],
         ["merge", "out", "-o", "dense", "--max-file-size", "99999999999999999999"],
         ["verify", "out", "--threads", "0"],
+        ["forward-check", "out", "--source", "model", "--tokens-per-rank", "100000000000"],
+        ["forward-check", "out", "--source", "model", "--tokens-per-rank", "0"],
+        ["forward-check", "out", "--source", "model", "--tolerance", "nan"],
+        ["forward-check", "out", "--source", "model", "--tokens", "1,x"],
+        ["forward-check", "out", "--source", "model", "--layers", "2-1"],
     ])
     func aBadOptionIsRefusedInValidationWithExitCodeTwo(_ arguments: [String]) {
         do {
@@ -40,6 +45,17 @@ import Testing
         } catch {
             #expect(Fineshard.exitCode(for: error) == ExitCode(2), "\(error)")
         }
+    }
+
+    @Test(
+        "DP × TP beyond 2^20 ranks, or beyond 64 bits, is refused (exit 2), not trapped",
+        arguments: [
+            ["--dp", "99999999999", "--tp", "99999999999"], ["--dp", "4611686018427387904", "--tp", "4"], ["--dp", "2000000"],
+        ])
+    func aWorldTooLargeIsRefused(_ sizes: [String]) throws {
+        let result = try run(fineshardBinary, ["plan", Models.fixture] + sizes)
+        #expect(result.status == 2, "\(result.stderr)")
+        #expect(result.stderr.contains("is more than 1048576 ranks"), "\(result.stderr)")
     }
 
     @Test func aSizeTooLargeForSixtyFourBitsIsNamedAsSuch() {

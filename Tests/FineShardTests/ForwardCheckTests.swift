@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Testing
 
@@ -56,9 +57,11 @@ struct ForwardCheckTests {
         return Array(try handle.read(upToCount: count) ?? Data())
     }
 
-    /// Overwrites tensor `tensor` of `OUT/file` in place with `transform` of its bytes (same size).
-    /// forward-check does not look at hashes, so the manifest is left as it is.
+    /// Overwrites tensor `tensor` of `OUT/file` in place with `transform` of its bytes (same size), and
+    /// records the file's and the tensor's new SHA-256 in the manifest, so that only the numbers can
+    /// catch the change (forward-check checks every tensor it reads against its hash first).
     func alter(_ out: String, _ file: String, _ tensor: String, _ transform: ([UInt8]) throws -> [UInt8]) throws {
+        defer { try? recordHashes(out, file, tensor) }
         let path = (out as NSString).appendingPathComponent(file)
         let (start, _) = try location(path, tensor)
         let old = try tensorBytes(out, file, tensor)
@@ -71,6 +74,28 @@ struct ForwardCheckTests {
     }
 
     func file(_ rank: Int) -> String { "model-rank-\(rank)-part-0.safetensors" }
+
+    /// Patches `OUT/manifest.json`'s record of `file`: its size, SHA-256 and `tensor`'s SHA-256, as they are now.
+    func recordHashes(_ out: String, _ file: String, _ tensor: String) throws {
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: (out as NSString).appendingPathComponent(file)))
+        let tensorHash = SHA256.hash(data: try tensorBytes(out, file, tensor)).hexString
+        let url = URL(fileURLWithPath: (out as NSString).appendingPathComponent("manifest.json"))
+        var manifest = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+        var ranks = try #require(manifest["ranks"] as? [[String: Any]])
+        for i in ranks.indices {
+            var files = try #require(ranks[i]["files"] as? [[String: Any]])
+            for j in files.indices where files[j]["name"] as? String == file {
+                var hashes = files[j]["tensor_sha256"] as? [String: String] ?? [:]
+                hashes[tensor] = tensorHash
+                (files[j]["tensor_sha256"], files[j]["sha256"], files[j]["bytes"]) = (
+                    hashes, SHA256.hash(data: bytes).hexString, bytes.count
+                )
+            }
+            ranks[i]["files"] = files
+        }
+        manifest["ranks"] = ranks
+        try JSONSerialization.data(withJSONObject: manifest, options: [.sortedKeys]).write(to: url)
+    }
 
     /// Expects exit 1 with a MISMATCH line for exactly `ranks`, each giving the relative error (≥ 1e-3).
     func expectCaught(

@@ -10,9 +10,11 @@ folder or index; or HDF5) by copying each piece's source region to its `at` offs
 piece, which has no source, writes its constant `fill` in the tensor's dtype over the box `ranges` at
 `at`: the attention scales of --layout vllm; a piece with a `transform` (`shard --dtype bf16`) is computed
 from the source region by fp8_cast_ref.py, the numpy + ml_dtypes reference), and compares dtype, shape and
-bytes. Prints a JSON summary; exits 1 on the first difference (named), 2 on a transform kind it does not know.
+bytes, and each tensor's bytes with the SHA-256 its file record's `tensor_sha256` gives (when the manifest
+has them). Prints a JSON summary; exits 1 on the first difference (named), 2 on a transform kind it does not know.
 """
 import glob
+import hashlib
 import json
 import os
 import sys
@@ -123,12 +125,21 @@ def main(out, source_path):
     specs = {t["name"]: t for t in ms[0]["source"]["tensors"]}
     cache = {}
     checked = 0
+    hashed = 0
     ranks = 0
     for m in ms:
         for r in m["ranks"]:
             ranks += 1
+            hashes = {f["name"]: f.get("tensor_sha256") or {} for f in r["files"]}
             for t in r["tensors"]:
                 got = read_output(out, t["file"], t["name"], fmt)
+                expected_hash = hashes.get(t["file"], {}).get(t["name"])
+                if expected_hash is not None:
+                    digest = hashlib.sha256(raw(got, t["dtype"]).tobytes()).hexdigest()
+                    if digest != expected_hash:
+                        print(f"rank {r['rank']} {t['name']} in {t['file']}: SHA-256 {digest} != manifest {expected_hash}", file=sys.stderr)
+                        return 1
+                    hashed += 1
                 if list(got.shape) != t["shape"]:
                     print(f"rank {r['rank']} {t['name']}: shape {list(got.shape)} != manifest {t['shape']}", file=sys.stderr)
                     return 1
@@ -163,7 +174,7 @@ def main(out, source_path):
                     print(f"rank {r['rank']} {t['name']} in {t['file']}: differs from the planned slices at {diff[0].tolist()}", file=sys.stderr)
                     return 1
                 checked += 1
-    json.dump({"ranks": ranks, "tensors": checked, "format": fmt}, sys.stdout)
+    json.dump({"ranks": ranks, "tensors": checked, "tensors_hashed": hashed, "format": fmt}, sys.stdout)
     sys.stdout.write("\n")
     return 0
 

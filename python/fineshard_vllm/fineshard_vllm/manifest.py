@@ -238,8 +238,8 @@ def _sha256_ok(expected, data, what: str) -> None:
 
 def read_rank_file(path: str, record: dict, tensors: list):
     """Yields (name, dtype, shape, memoryview of the bytes) for every tensor of one output file, after
-    checking them against the manifest: the whole file's SHA-256 (or each tensor's, when every tensor
-    record carries `sha256`), its size, and the header's names, dtypes and shapes. The views point into
+    checking them against the manifest: the whole file's SHA-256 (or each tensor's, when the file record's
+    `tensor_sha256` has one for every tensor), its size, and the header's names, dtypes and shapes. The views point into
     a read-only mapping that lives as long as they do."""
     size = os.path.getsize(path)
     if size != record.get("bytes"):
@@ -247,7 +247,8 @@ def read_rank_file(path: str, record: dict, tensors: list):
     with open(path, "rb") as f:
         data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
     view = memoryview(data)
-    per_tensor = bool(tensors) and all("sha256" in t for t in tensors)
+    tensor_sha256 = record.get("tensor_sha256")
+    per_tensor = bool(tensors) and isinstance(tensor_sha256, dict) and all(t["name"] in tensor_sha256 for t in tensors)
     if not per_tensor:
         _sha256_ok(record.get("sha256"), view, path)
     if size < 8:
@@ -280,7 +281,7 @@ def read_rank_file(path: str, record: dict, tensors: list):
             raise FineshardLoadError(f"{path}: '{name}' has data offsets {h.get('data_offsets')} that do not match its shape or the file")
         chunk = view[base + begin:base + end]
         if per_tensor:
-            _sha256_ok(t["sha256"], chunk, f"{path}: tensor '{name}'")
+            _sha256_ok(tensor_sha256[name], chunk, f"{path}: tensor '{name}'")
         yield name, t["dtype"], tuple(t["shape"]), chunk
 
 

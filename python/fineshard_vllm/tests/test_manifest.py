@@ -44,15 +44,11 @@ def make_folder(folder, dp=4, tp=2, finegrained=FG, per_tensor=False, **parallel
         name = f"model-rank-{r}-part-0.safetensors"
         with open(os.path.join(folder, name), "wb") as f:
             f.write(blob)
-        records = []
-        for t in sorted(tensors):
-            rec = {"name": t, "file": name, "dtype": "F32", "shape": tensors[t][0], "pieces": []}
-            if per_tensor:
-                rec["sha256"] = hashlib.sha256(struct.pack(f"<{len(tensors[t][1])}f", *tensors[t][1])).hexdigest()
-            records.append(rec)
-        ranks.append({"rank": r, "dp_rank": r // tp, "tp_rank": r % tp,
-                      "files": [{"name": name, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}],
-                      "tensors": records})
+        records = [{"name": t, "file": name, "dtype": "F32", "shape": tensors[t][0], "pieces": []} for t in sorted(tensors)]
+        file = {"name": name, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+        if per_tensor:
+            file["tensor_sha256"] = {t: hashlib.sha256(struct.pack(f"<{len(v[1])}f", *v[1])).hexdigest() for t, v in tensors.items()}
+        ranks.append({"rank": r, "dp_rank": r // tp, "tp_rank": r % tp, "files": [file], "tensors": records})
     p = {"dp": dp, "tp": tp, "finegrained": dict(finegrained), "layout": "vllm", "format": "safetensors",
          "expert_parallel": False, "vocab_padding": 64, "file_pattern": "model-rank-{rank}-part-{part}"}
     p.update(parallel)
@@ -153,6 +149,14 @@ class ManifestAgainstEngine(unittest.TestCase):
         m["ranks"][5]["files"][0]["sha256"] = None  # the whole-file hash is not needed then
         write_manifest_json(self.folder, m)
         self.assertEqual(load(self.folder, engine(2, 1))["w"][3], [5, 5.5])
+
+    def test_a_tensor_whose_hash_differs_is_refused_naming_it(self):
+        make_folder(self.folder, per_tensor=True)
+        m = read_manifest_json(self.folder)
+        m["ranks"][5]["files"][0]["tensor_sha256"]["b"] = "0" * 64
+        write_manifest_json(self.folder, m)
+        with self.assertRaisesRegex(FineshardLoadError, r"model-rank-5-part-0.safetensors: tensor 'b': SHA-256 .* differs"):
+            load(self.folder, engine(2, 1))
 
     def test_a_different_dp_or_tp_is_refused_naming_both_values(self):
         make_folder(self.folder)
