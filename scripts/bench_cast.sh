@@ -39,7 +39,7 @@ run() {  # name, source, extra options… → "seconds peak_rss bytes_written"
     local name=$1 src=$2; shift 2
     rm -rf "$OUT"; sync
     "$BIN" shard "$src" -o "$OUT" --tp "$TP" --no-source-hash --no-sync --quiet --json $THREADS "$@" |
-        "$PY" -c 'import json,sys; s=json.load(sys.stdin); print(f"{s[\"seconds\"]:.3f} {s[\"peak_rss_bytes\"]} {s[\"bytes_written\"]}")'
+        "$PY" -c 'import json,sys; s=json.load(sys.stdin); print("%.3f %d %d" % (s["seconds"], s["peak_rss_bytes"], s["bytes_written"]))'
 }
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
