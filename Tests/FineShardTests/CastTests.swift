@@ -196,12 +196,7 @@ struct CastTests {
         #expect(!merged.tensors.contains { $0.name.hasSuffix("_scale_inv") })
         #expect(try merged.tensor("model.layers.0.self_attn.o_proj.weight").dtype == .bf16)
         #expect(try merged.tensor("model.layers.1.mlp.gate.e_score_correction_bias").dtype == .f32)
-        if Environment.python != nil {
-            let expected = try runPython("fp8_cast_ref.py", ["tensors", Self.fp8])["tensors"] as! [String: [String: Any]]
-            let got = try runPython("st_read.py", [dense])["tensors"] as! [String: [String: Any]]
-            #expect(Set(expected.keys) == Set(got.keys))
-            for (name, e) in expected { #expect(got[name]?["sha256"] as? String == e["sha256"] as? String, "\(name)") }
-        }
+        if Environment.python != nil { try expectReferenceTensors(dense, source: Self.fp8) }
 
         // One BF16 value off by one ulp, with the file's hash updated: only recomputing the cast finds it.
         let manifest = try Manifest.read(out + "/manifest.json")
@@ -242,9 +237,18 @@ struct CastTests {
         }
         let dense = dir.file("dense")
         #expect(try run(fineshardBinary, ["merge", dir.file("o_proj8"), "-o", dense]).status == 0)
-        let expected = try runPython("fp8_cast_ref.py", ["tensors", edge])["tensors"] as! [String: [String: Any]]
+        try expectReferenceTensors(dense, source: edge)
+    }
+
+    /// `merge`'s dense checkpoint holds exactly the tensors `fp8_cast_bf16.py` would write (the numpy reference).
+    func expectReferenceTensors(_ dense: String, source: String) throws {
+        let expected = try runPython("fp8_cast_ref.py", ["tensors", source])["tensors"] as! [String: [String: Any]]
         let got = try runPython("st_read.py", [dense])["tensors"] as! [String: [String: Any]]
         #expect(Set(expected.keys) == Set(got.keys))
-        for (name, e) in expected { #expect(got[name]?["sha256"] as? String == e["sha256"] as? String, "\(name)") }
+        for (name, e) in expected {
+            #expect(
+                got[name]?["sha256"] as? String == e["sha256"] as? String && got[name]?["dtype"] as? String == e["dtype"] as? String,
+                "\(name)")
+        }
     }
 }
