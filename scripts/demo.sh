@@ -4,7 +4,8 @@
 # configuration vllm-ascend accepts: all-DP (DP 4, TP 1) with expert parallelism and every fine-grained TP
 # size set. Sets up, builds, prints the plan table, shards, verifies byte for byte against the source and
 # runs the sharded forward pass (experts on their EP ranks, dispatch and combine simulated); then the
-# same shard / verify / forward-check on the Ascend W8A8 and the FP8-block variants of the model.
+# same shard / verify / forward-check on the Ascend W8A8 and the FP8-block variants of the model, and the
+# FP8 one cast to BF16 while sharding (--dtype bf16).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -37,3 +38,12 @@ for variant in w8a8 fp8; do
   "$bin" verify "$out-$variant" --source "$model-$variant" --quiet
   "$bin" forward-check "$out-$variant" --source "$model-$variant"
 done
+
+echo
+echo "== $model-fp8 cast to BF16 while sharding (--dtype bf16, for NPUs without FP8): shard, verify --source"
+echo "   (recomputes every cast from the FP8 bytes), forward-check against the dequantized source, merge"
+rm -rf "$out-bf16" "$out-bf16-merged"
+"$bin" shard "$model-fp8" -o "$out-bf16" "${parallel[@]}" --dtype bf16 --quiet
+"$bin" verify "$out-bf16" --source "$model-fp8" --quiet
+"$bin" forward-check "$out-bf16" --source "$model-fp8"
+"$bin" merge "$out-bf16" -o "$out-bf16-merged"

@@ -16,7 +16,8 @@ package final class PieceTransformer: @unchecked Sendable {
 
     /// Writes `transform` of `region` of source tensor `name` into `buffer` (the region's elements in BF16).
     package func read(
-        _ transform: PieceTransform, source name: String, region: Region, reader: any PieceReader, into buffer: UnsafeMutableRawBufferPointer
+        _ transform: PieceTransform, source name: String, region: Region, reader: any PieceReader,
+        into buffer: UnsafeMutableRawBufferPointer
     ) throws {
         let count = region.elementCount
         guard count > 0 else { return }
@@ -31,7 +32,8 @@ package final class PieceTransformer: @unchecked Sendable {
         case .fp8BlockDequant(_, let scale, let scaleDType, let block):
             guard region.ranges.count == 2 else {
                 throw ManifestError.invalid(
-                    file: Manifest.fileName, message: "fp8_block_dequant of '\(name)' reads 2-D weights; the piece's region \(region.shape) is not 2-D")
+                    file: Manifest.fileName,
+                    message: "fp8_block_dequant of '\(name)' reads 2-D weights; the piece's region \(region.shape) is not 2-D")
             }
             let (rows, cols) = (region.ranges[0], region.ranges[1])
             let blocks = Region([
@@ -56,7 +58,9 @@ package final class PieceTransformer: @unchecked Sendable {
         if scales.count < count { scales = [Float](repeating: 0, count: count) }
         let bytes = count * dtype.size
         if scaleBytes.count < bytes { scaleBytes = [UInt8](repeating: 0, count: bytes) }
-        try scaleBytes.withUnsafeMutableBytes { try reader.read(name, region: region, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<bytes])) }
+        try scaleBytes.withUnsafeMutableBytes {
+            try reader.read(name, region: region, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<bytes]))
+        }
         scaleBytes.withUnsafeBytes { raw in
             scales.withUnsafeMutableBufferPointer { dtype.toFloat32(raw.baseAddress!, count: count, into: $0.baseAddress!) }
         }

@@ -115,7 +115,8 @@ package struct TensorAssembler {
         let (reader, dtype, transformer) = (self.reader, self.dtype, self.transformer)
         try scratch.withUnsafeMutableBytes { buffer in
             try Self.read(
-                piece, region: region, dtype: dtype, reader: reader, transformer: transformer, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<bytes]))
+                piece, region: region, dtype: dtype, reader: reader, transformer: transformer,
+                into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<bytes]))
         }
         let (runLength, _) = target.runs(in: blockShape, elementSize: elementSize)
         var source = 0

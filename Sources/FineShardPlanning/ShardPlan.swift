@@ -127,7 +127,8 @@ public struct PlannedTensor: Codable, Sendable, Hashable {
         if dtype != PieceTransform.outputDType, pieces.contains(where: { $0.transform != nil }) {
             throw DecodingError.dataCorruptedError(
                 forKey: .pieces, in: c,
-                debugDescription: "tensor '\(name)' is \(dtype.rawValue) but has transformed pieces, which write \(PieceTransform.outputDType.rawValue)")
+                debugDescription:
+                    "tensor '\(name)' is \(dtype.rawValue) but has transformed pieces, which write \(PieceTransform.outputDType.rawValue)")
         }
     }
 }

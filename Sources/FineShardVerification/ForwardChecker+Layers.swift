@@ -74,7 +74,8 @@ extension ForwardChecker {
 
         let sourceMeter = ReadMeter()
         let shardMeter = ReadMeter()
-        let sourceWeights = MeteredWeights(inner: SourceWeights(checkpoint: source, bf16: manifest.transformedSources), meter: sourceMeter) { name, _ in
+        let sourceWeights = MeteredWeights(inner: SourceWeights(checkpoint: source, bf16: manifest.transformedSources), meter: sourceMeter)
+        { name, _ in
             try source.tensor(name).dtype.size
         }
         let shards = ShardWeights(folder: folder, manifest: manifest)

@@ -85,7 +85,8 @@ public struct ForwardChecker: Sendable {
 
         let denseTrace = Trace()
         let dense = try Simulation(
-            arch: arch, weights: SourceWeights(checkpoint: source, bf16: manifest.transformedSources), topology: RankTopology(dp: 1, tp: 1, finegrained: FineGrainedConfig()),
+            arch: arch, weights: SourceWeights(checkpoint: source, bf16: manifest.transformedSources),
+            topology: RankTopology(dp: 1, tp: 1, finegrained: FineGrainedConfig()),
             paddedVocab: arch.vocab, tokens: [batches.flatMap { $0 }], segments: [batches.map(\.count)],
             rowIDs: [batches.enumerated().flatMap { d, b in b.indices.map { RowID(batch: d, position: $0) } }], expertParallel: false,
             threads: options.threads, trace: denseTrace, reference: nil, tieTolerance: options.tolerance
