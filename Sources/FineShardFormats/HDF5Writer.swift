@@ -426,42 +426,17 @@ public final class HDF5Writer: TensorFileWriter {
         }
     }
 
-    /// HDF5's shuffle filter (H5Zshuffle.c) on whole elements: byte `j` of element `i` goes to
-    /// `j * n + i`. Bytes past the last whole element (none in a chunk) are copied as they are.
+    /// HDF5's shuffle filter (H5Zshuffle.c, `fs_shuffle`) on whole elements: byte `j` of element
+    /// `i` goes to `j * n + i`. Bytes past the last whole element (none in a chunk) are copied as they are.
     static func shuffle(_ source: UnsafeRawBufferPointer, elementSize: Int, into target: UnsafeMutableRawBufferPointer) {
         let n = source.count / elementSize
         guard elementSize > 1, n > 0 else {
             target.copyMemory(from: source)
             return
         }
-        let to = target.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        let from = source.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        // bf16/f16 and f32 (nearly every byte fineshard writes): 32 elements at a time, split into
-        // byte planes with vector shuffles (`evenHalf` / `oddHalf`); the rest byte by byte.
-        var done = 0
-        let planes = UnsafeMutableRawPointer(to)
-        if elementSize == 2 {
-            while done + 32 <= n {
-                let v = source.loadUnaligned(fromByteOffset: done * 2, as: SIMD64<UInt8>.self)
-                planes.storeBytes(of: v.evenHalf, toByteOffset: done, as: SIMD32<UInt8>.self)
-                planes.storeBytes(of: v.oddHalf, toByteOffset: n + done, as: SIMD32<UInt8>.self)
-                done += 32
-            }
-        } else if elementSize == 4 {
-            while done + 16 <= n {
-                let v = source.loadUnaligned(fromByteOffset: done * 4, as: SIMD64<UInt8>.self)
-                let even = v.evenHalf
-                let odd = v.oddHalf
-                planes.storeBytes(of: even.evenHalf, toByteOffset: done, as: SIMD16<UInt8>.self)
-                planes.storeBytes(of: odd.evenHalf, toByteOffset: n + done, as: SIMD16<UInt8>.self)
-                planes.storeBytes(of: even.oddHalf, toByteOffset: 2 * n + done, as: SIMD16<UInt8>.self)
-                planes.storeBytes(of: odd.oddHalf, toByteOffset: 3 * n + done, as: SIMD16<UInt8>.self)
-                done += 16
-            }
-        }
-        for j in 0..<elementSize {
-            for i in done..<n { to[j * n + i] = from[i * elementSize + j] }
-        }
+        fs_shuffle(
+            source.baseAddress!.assumingMemoryBound(to: UInt8.self), target.baseAddress!.assumingMemoryBound(to: UInt8.self), n,
+            elementSize)
         for k in n * elementSize..<source.count { target[k] = source[k] }
     }
 
