@@ -70,6 +70,50 @@ static inline hid_t fs_create_bool_enum(void) {
     return t;
 }
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+/// Splits 32 bytes (a, b) into their 16 even and 16 odd bytes.
+static inline void fs_split_bytes(__m128i a, __m128i b, __m128i *even, __m128i *odd) {
+    const __m128i low = _mm_set1_epi16(0x00FF);
+    *even = _mm_packus_epi16(_mm_and_si128(a, low), _mm_and_si128(b, low));
+    *odd = _mm_packus_epi16(_mm_srli_epi16(a, 8), _mm_srli_epi16(b, 8));
+}
+#endif
+
+/// HDF5's shuffle filter (H5Zshuffle.c) on `n` whole elements of `size` bytes: byte j of element i
+/// goes to j * n + i. 2- and 4-byte elements (nearly every byte fineshard writes) go 16 at a time
+/// through SSE2 byte splits where the compiler has them; the rest byte by byte.
+static inline void fs_shuffle(const unsigned char *restrict src, unsigned char *restrict dst, size_t n, size_t size) {
+    size_t i = 0;
+#if defined(__SSE2__)
+    if (size == 2) {
+        for (; i + 16 <= n; i += 16) {
+            __m128i even, odd;
+            fs_split_bytes(_mm_loadu_si128((const __m128i *)(src + 2 * i)),
+                           _mm_loadu_si128((const __m128i *)(src + 2 * i + 16)), &even, &odd);
+            _mm_storeu_si128((__m128i *)(dst + i), even);
+            _mm_storeu_si128((__m128i *)(dst + n + i), odd);
+        }
+    } else if (size == 4) {
+        for (; i + 16 <= n; i += 16) {
+            const unsigned char *p = src + 4 * i;
+            __m128i e1, o1, e2, o2, b0, b1, b2, b3;
+            // Bytes 0/2 and 1/3 of elements 0-7, then of elements 8-15; then split each again.
+            fs_split_bytes(_mm_loadu_si128((const __m128i *)p), _mm_loadu_si128((const __m128i *)(p + 16)), &e1, &o1);
+            fs_split_bytes(_mm_loadu_si128((const __m128i *)(p + 32)), _mm_loadu_si128((const __m128i *)(p + 48)), &e2, &o2);
+            fs_split_bytes(e1, e2, &b0, &b2);
+            fs_split_bytes(o1, o2, &b1, &b3);
+            _mm_storeu_si128((__m128i *)(dst + i), b0);
+            _mm_storeu_si128((__m128i *)(dst + n + i), b1);
+            _mm_storeu_si128((__m128i *)(dst + 2 * n + i), b2);
+            _mm_storeu_si128((__m128i *)(dst + 3 * n + i), b3);
+        }
+    }
+#endif
+    for (size_t j = 0; j < size; j++)
+        for (size_t k = i; k < n; k++) dst[j * n + k] = src[k * size + j];
+}
+
 #define FS_ZSTD_FILTER_ID 32015
 
 /// The size a decompressed chunk must have (the dataset's chunk bytes), set before each read

@@ -426,32 +426,17 @@ public final class HDF5Writer: TensorFileWriter {
         }
     }
 
-    /// HDF5's shuffle filter (H5Zshuffle.c) on whole elements: byte `j` of element `i` goes to
-    /// `j * n + i`. Bytes past the last whole element (none in a chunk) are copied as they are.
+    /// HDF5's shuffle filter (H5Zshuffle.c, `fs_shuffle`) on whole elements: byte `j` of element
+    /// `i` goes to `j * n + i`. Bytes past the last whole element (none in a chunk) are copied as they are.
     static func shuffle(_ source: UnsafeRawBufferPointer, elementSize: Int, into target: UnsafeMutableRawBufferPointer) {
         let n = source.count / elementSize
         guard elementSize > 1, n > 0 else {
             target.copyMemory(from: source)
             return
         }
-        let to = target.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        // Element-typed loops for the common sizes: the compiler vectorizes them.
-        func planes<Element: FixedWidthInteger>(_: Element.Type) {
-            for i in 0..<n {
-                let value = source.loadUnaligned(fromByteOffset: i * elementSize, as: Element.self).littleEndian
-                for j in 0..<MemoryLayout<Element>.size { to[j * n + i] = UInt8(truncatingIfNeeded: value >> (8 * j)) }
-            }
-        }
-        switch elementSize {
-        case 2: planes(UInt16.self)
-        case 4: planes(UInt32.self)
-        case 8: planes(UInt64.self)
-        default:
-            let from = source.baseAddress!.assumingMemoryBound(to: UInt8.self)
-            for j in 0..<elementSize {
-                for i in 0..<n { to[j * n + i] = from[i * elementSize + j] }
-            }
-        }
+        fs_shuffle(
+            source.baseAddress!.assumingMemoryBound(to: UInt8.self), target.baseAddress!.assumingMemoryBound(to: UInt8.self), n,
+            elementSize)
         for k in n * elementSize..<source.count { target[k] = source[k] }
     }
 

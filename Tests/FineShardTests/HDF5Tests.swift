@@ -294,15 +294,18 @@ import Testing
 
     @Test(arguments: [1, 2, 3, 4, 8])
     func shuffleMatchesHDF5sByteTransposition(elementSize: Int) {
-        let input = (0..<(5 * elementSize + 1)).map { UInt8($0) }
-        var output = [UInt8](repeating: 0, count: input.count)
-        input.withUnsafeBytes { source in
-            output.withUnsafeMutableBytes { HDF5Writer.shuffle(source, elementSize: elementSize, into: $0) }
+        // Element counts below, at and past the vector widths (16 and 32 elements).
+        for n in [5, 32, 77] {
+            let input = (0..<(n * elementSize + 1)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+            var output = [UInt8](repeating: 0, count: input.count)
+            input.withUnsafeBytes { source in
+                output.withUnsafeMutableBytes { HDF5Writer.shuffle(source, elementSize: elementSize, into: $0) }
+            }
+            // H5Zshuffle.c: byte j of element i goes to j * n + i; the trailing partial element stays.
+            var expected = input
+            for i in 0..<n { for j in 0..<elementSize { expected[j * n + i] = input[i * elementSize + j] } }
+            #expect(output == expected, "\(n) elements of \(elementSize) bytes")
         }
-        // H5Zshuffle.c: byte j of element i goes to j * n + i; the trailing partial element stays.
-        var expected = input
-        for i in 0..<5 { for j in 0..<elementSize { expected[j * 5 + i] = input[i * elementSize + j] } }
-        #expect(output == expected)
     }
 
     // MARK: - zstd frame checksums and parallel compression

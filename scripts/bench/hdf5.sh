@@ -10,9 +10,11 @@
 # file: what a task of a fan-out writes, where only the chunks of that file can run in parallel). Each round runs the safetensors shard, then the
 # HDF5 shard at every level (with the default --threads), then at the first level with each
 # --threads value: interleaved, so each HDF5 time is compared with the safetensors time of its own
-# round (machines shared with builds drift within minutes). Page cache warm, `sync` before each run,
-# --no-source-hash --no-sync as in scripts/bench.sh. Prints the per-round table and the medians
-# over rounds: seconds, ratio to safetensors, output bytes, uncompressed/compressed, peak RSS.
+# round (machines shared with builds drift within minutes); CPU seconds (user + system, GNU time) are
+# steadier than wall time on a loaded machine. Page cache warm, `sync` before each run,
+# --no-source-hash --no-sync as in scripts/bench.sh. Prints the medians over rounds (seconds and CPU
+# seconds, each with its ratio to safetensors, output bytes, uncompressed/compressed, peak RSS) and
+# every round's times.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -50,7 +52,7 @@ weights() { find "$1" -maxdepth 1 -type f \( -name '*.safetensors' -o -name '*.h
 bytes_of() { local t=0 s; for f in $(weights "$1"); do s=$(stat -c %s "$f"); t=$((t + s)); done; echo $t; }
 
 RESULTS=$WORK/results.tsv
-printf 'round\tname\tseconds\tpeak_rss_kb\tbytes\n' > "$RESULTS"
+printf 'round\tname\tseconds\tcpu_seconds\tpeak_rss_kb\tbytes\n' > "$RESULTS"
 one() {  # round name args...
     local round=$1 name=$2 out=$WORK/out; shift 2
     rm -rf "$out"
@@ -60,7 +62,8 @@ one() {  # round name args...
     t0=$(date +%s.%N)
     /usr/bin/time -v -o "$WORK/time" "$BIN" shard "$CKPT" -o "$out" "${ARGS[@]}" ${RANKS[@]+"${RANKS[@]}"} --no-source-hash --no-sync --quiet "$@" > /dev/null
     t1=$(date +%s.%N)
-    printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$(echo "$t1 - $t0" | bc)" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$(echo "$t1 - $t0" | bc)" \
+        "$(awk -F': ' '/(User|System) time/ {t += $2} END {print t}' "$WORK/time")" \
         "$(awk -F': ' '/Maximum resident set size/ {print $2}' "$WORK/time")" "$(bytes_of "$out")" >> "$RESULTS"
     rm -rf "$out"
 }
@@ -81,8 +84,9 @@ rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 base = {r["round"]: float(r["seconds"]) for r in rows if r["name"] == "safetensors"}
 plain = {r["round"]: int(r["bytes"]) for r in rows if r["name"] == "safetensors"}
 print(f"case {sys.argv[2]} {sys.argv[3]}, {len(base)} rounds (median; ratio = seconds / safetensors seconds of the same round)")
-print("| output | seconds | ratio to safetensors | output bytes | uncompressed / output | peak RSS MiB |")
-print("|---|---|---|---|---|---|")
+print("| output | seconds | ratio to safetensors | CPU seconds | CPU ratio | output bytes | uncompressed / output | peak RSS MiB |")
+print("|---|---|---|---|---|---|---|---|")
+cpu = {r["round"]: float(r["cpu_seconds"]) for r in rows if r["name"] == "safetensors"}
 for name in dict.fromkeys(r["name"] for r in rows):
     mine = [r for r in rows if r["name"] == name]
     seconds = statistics.median(float(r["seconds"]) for r in mine)
@@ -90,7 +94,9 @@ for name in dict.fromkeys(r["name"] for r in rows):
     size = statistics.median(int(r["bytes"]) for r in mine)
     unpacked = statistics.median(plain[r["round"]] / int(r["bytes"]) for r in mine)
     rss = statistics.median(int(r["peak_rss_kb"]) for r in mine) / 1024
-    print(f"| {name} | {seconds:.2f} | {ratio:.2f}x | {size:,} | {unpacked:.3f} | {rss:.0f} |")
+    cpu_seconds = statistics.median(float(r["cpu_seconds"]) for r in mine)
+    cpu_ratio = statistics.median(float(r["cpu_seconds"]) / cpu[r["round"]] for r in mine)
+    print(f"| {name} | {seconds:.2f} | {ratio:.2f}x | {cpu_seconds:.2f} | {cpu_ratio:.2f}x | {size:,} | {unpacked:.3f} | {rss:.0f} |")
 print()
 print("per round:", ", ".join(f"{r['round']}:{r['name']}={float(r['seconds']):.2f}s" for r in rows))
 EOF
