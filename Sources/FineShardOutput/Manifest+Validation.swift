@@ -147,7 +147,9 @@ struct ManifestValidation {
                 guard let source = sources[piece.source] else {
                     throw Problem(field: pieceField + ".source", what: "no source tensor '\(piece.source)' in source.tensors")
                 }
-                guard source.dtype == t.dtype else {
+                if let transform = piece.transform {
+                    try checkTransform(transform, piece: piece, tensor: t, source: source, field: pieceField, sources: sources)
+                } else if source.dtype != t.dtype {
                     throw Problem(
                         field: pieceField + ".source",
                         what: "source tensor '\(source.name)' is \(source.dtype.rawValue), tensor '\(t.name)' is \(t.dtype.rawValue)")
@@ -194,6 +196,34 @@ struct ManifestValidation {
                     throw Problem(field: "\(field).pieces[\(j)]", what: "overlaps pieces[\(i)] in tensor '\(t.name)'")
                 }
             }
+        }
+    }
+
+    /// A transformed piece (`shard --dtype bf16`) reads a source tensor of the transform's dtype into a
+    /// BF16 tensor; a block dequantization's scale tensor must hold a scale for every block of the region.
+    func checkTransform(
+        _ transform: PieceTransform, piece: Piece, tensor t: PlannedTensor, source: TensorSpec, field: String, sources: [String: TensorSpec]
+    ) throws {
+        guard source.dtype == transform.sourceDType, t.dtype == PieceTransform.outputDType else {
+            throw Problem(
+                field: field + ".transform",
+                what:
+                    "reads \(transform.sourceDType.rawValue) into \(PieceTransform.outputDType.rawValue), but source tensor '\(source.name)' is \(source.dtype.rawValue) and tensor '\(t.name)' is \(t.dtype.rawValue)"
+            )
+        }
+        guard case .fp8BlockDequant(_, let scaleName, let scaleDType, let block) = transform else { return }
+        guard source.shape.count == 2, let scale = sources[scaleName] else {
+            throw Problem(
+                field: field + ".transform.scale",
+                what: "needs a 2-D source tensor and a scale tensor '\(scaleName)' in source.tensors (source tensor '\(source.name)' is \(source.shape))")
+        }
+        let blocks = zip(source.shape, block).map { ($0 + $1 - 1) / $1 }
+        guard scale.dtype == scaleDType, scale.shape == blocks else {
+            throw Problem(
+                field: field + ".transform.scale",
+                what:
+                    "scale tensor '\(scaleName)' is \(scale.dtype.rawValue) \(scale.shape); blocks of \(block) over '\(source.name)' \(source.shape) need \(scaleDType.rawValue) \(blocks)"
+            )
         }
     }
 
