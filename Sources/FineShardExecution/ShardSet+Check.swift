@@ -37,7 +37,7 @@ extension ShardSet {
     /// naming the tensor whose hash differs where the record has tensor hashes.
     package func check(file record: Manifest.FileRecord, tensors: [PlannedTensor]) throws {
         let path = OutputFolder(folder).path(record.name)
-        if let problem = record.mismatch(in: OutputFolder(folder), hashing: false) {
+        if let problem = record.presenceProblem(in: OutputFolder(folder)) {
             throw ManifestError.shardDiffers(file: path, tensor: nil, message: problem)
         }
         let c: Checkpoint
