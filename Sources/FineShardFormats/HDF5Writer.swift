@@ -36,7 +36,7 @@ public final class HDF5Writer: TensorFileWriter {
 
     /// The level `shard --format hdf5` uses unless told otherwise (docs/PERFORMANCE.md has the
     /// size-versus-speed measurements it was chosen from).
-    public static let defaultCompressionLevel = 3
+    public static let defaultCompressionLevel = -50
 
     /// The zstd levels `compressionLevel` may take.
     public static var compressionLevels: ClosedRange<Int> { ZstdCompressor.levels }

@@ -4,7 +4,8 @@ import Synchronization
 /// One zstd compression context (`ZSTD_CCtx`), owned and freed in `deinit`; use it from one thread
 /// at a time.
 ///
-/// Every frame it makes records its content size (hdf5plugin's decoder needs it) and ends with the
+/// Every frame it makes records its content size (hdf5plugin's decoder needs it), codes its literals
+/// with Huffman tables at every level, and ends with the
 /// XXH64-based frame checksum (`ZSTD_c_checksumFlag`): garbled bytes in the middle of a chunk often
 /// still decode, and only the checksum tells wrong numbers from right ones. Frames depend on the
 /// input and the level alone, so any thread may compress any chunk.
@@ -27,7 +28,14 @@ final class ZstdCompressor: @unchecked Sendable {
         try Self.check(ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, Int32(level)), file: file)
         try Self.check(ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, 1), file: file)
         try Self.check(ZSTD_CCtx_setParameter(context, ZSTD_c_contentSizeFlag, 1), file: file)
+        // Huffman-coded literals at every level: zstd turns them off at its negative levels, yet
+        // they are where shuffled weights compress (the exponent byte planes); matches gain little.
+        try Self.check(ZSTD_CCtx_setParameter(context, Self.literalCompressionMode, 1 /* ZSTD_ps_enable */), file: file)
     }
+
+    /// `ZSTD_c_literalCompressionMode` (`ZSTD_c_experimentalParam5`, zstd.h's static-linking-only
+    /// section, in libzstd since 1.4.5).
+    private static let literalCompressionMode = ZSTD_cParameter(rawValue: 1002)
 
     deinit { ZSTD_freeCCtx(context) }
 

@@ -44,7 +44,7 @@ struct Shard: ParsableCommand {
     @Flag(help: "Do not wait for the output to reach the disk before writing the manifest.")
     var noSync = false
 
-    @Option(parsing: .unconditional, help: ArgumentHelp("zstd level for --format hdf5 (negative: zstd's fast levels).", valueName: "n"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("zstd level for --format hdf5 (-131072 to 22; lower is faster).", valueName: "n"))
     var compressionLevel = HDF5Writer.defaultCompressionLevel
 
     @Flag(help: "No progress output.")
