@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What `shard --dtype bf16` costs (issue 18): shard time with and without the cast, same output bytes.
 #
-#   scripts/bench_cast.sh [--runs N] [--layers L] [--tp N] [--threads N] [--no-build] [--keep]
+#   scripts/bench_cast.sh [--runs N] [--layers L] [--tp N] [--threads N] [--out DIR] [--no-build] [--keep]
 #
 # scripts/bench/make_fp8_blocks.py writes (once, cached in $FINESHARD_BENCH_DIR, default /tmp/fineshard-cast-bench)
 # a DeepSeek-V3-shaped FP8-block checkpoint of L dense layers (≈1.2B parameters for L = 2) and its BF16 twin
@@ -11,19 +11,21 @@
 #   cast  fineshard shard fp8/ --dtype bf16  (dequantized while sharding)
 #   fp8   fineshard shard fp8/            (FP8 kept: half the output bytes; for reference)
 # all with --tp N (2) --no-source-hash --no-sync, output hashing on. Prints per-run seconds and peak RSS,
-# the medians, the cast's overhead over the copy, and the load average before and after.
+# the medians, the cast's overhead over the copy, and the load average before and after. --out puts the
+# shard output elsewhere (e.g. /dev/shm, to take the disk's writeback out of the comparison).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS=5; LAYERS=2; TP=2; THREADS=""; BUILD=1; KEEP=0
+RUNS=5; LAYERS=2; TP=2; THREADS=""; BUILD=1; KEEP=0; OUT=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) shift; RUNS=$1 ;;
         --layers) shift; LAYERS=$1 ;;
         --tp) shift; TP=$1 ;;
         --threads) shift; THREADS="--threads $1" ;;
+        --out) shift; OUT=$1 ;;
         --no-build) BUILD=0 ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -33,7 +35,7 @@ PY=${FINESHARD_PYTHON:-python3}
 [ "$BUILD" = 1 ] && swift build -c release >&2
 BIN="$(swift build -c release --show-bin-path)/fineshard"
 "$PY" scripts/bench/make_fp8_blocks.py "$DIR" --layers "$LAYERS" >/dev/null
-OUT="$DIR/out"
+OUT=${OUT:-$DIR/out}
 
 run() {  # name, source, extra options… → "seconds peak_rss bytes_written"
     local name=$1 src=$2; shift 2
