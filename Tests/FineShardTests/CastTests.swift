@@ -240,6 +240,40 @@ struct CastTests {
         try expectReferenceTensors(dense, source: edge)
     }
 
+    @Test(
+        "--cast-floats casts F32 and F16 weights to BF16, as the reference does, and the dense pass agrees",
+        .enabled(if: Environment.python != nil, "needs FINESHARD_PYTHON"))
+    func floatsAreCast() throws {
+        let dir = try TemporaryFolder()
+        defer { dir.remove() }
+        let source = dir.file("f32")
+        try FileManager.default.createDirectory(atPath: source, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Environment.root + "/fixtures/tiny-llama/config.json", toPath: source + "/config.json")
+        let script = """
+            import glob, sys, numpy as np, ml_dtypes
+            from safetensors import safe_open
+            from safetensors.numpy import save_file
+            d = {}
+            for f in glob.glob(sys.argv[1] + "/*.safetensors"):
+                h = safe_open(f, "numpy")
+                for k in h.keys():
+                    t = h.get_tensor(k).astype(np.float32)
+                    d[k] = t.astype(np.float16) if "norm" in k else t
+            save_file(d, sys.argv[2] + "/model.safetensors")
+            """
+        let make = try run(Environment.python!, ["-c", script, Environment.root + "/fixtures/tiny-llama", source])
+        #expect(make.status == 0, "\(make.stderr)")
+        let out = dir.file("out")
+        let shard = try run(fineshardBinary, ["shard", source, "-o", out, "--quiet", "--tp", "2", "--dtype", "bf16", "--cast-floats"])
+        #expect(shard.status == 0, "\(shard.stderr)")
+        let manifest = try Manifest.read(out + "/manifest.json")
+        #expect(manifest.ranks.allSatisfy { $0.tensors.allSatisfy { $0.dtype == .bf16 && $0.pieces.allSatisfy { $0.transform != nil } } })
+        let check = try run(Environment.python!, [Environment.root + "/scripts/interop/check_shards.py", out, source])
+        #expect(check.status == 0, "\(check.stderr)")
+        #expect(try run(fineshardBinary, ["verify", out, "--source", source]).status == 0)
+        #expect(try run(fineshardBinary, ["forward-check", out, "--source", source, "--tokens-per-rank", "4"]).status == 0)
+    }
+
     /// `merge`'s dense checkpoint holds exactly the tensors `fp8_cast_bf16.py` would write (the numpy reference).
     func expectReferenceTensors(_ dense: String, source: String) throws {
         let expected = try runPython("fp8_cast_ref.py", ["tensors", source])["tensors"] as! [String: [String: Any]]
