@@ -166,7 +166,9 @@ public final class HDF5Reader: @unchecked Sendable {
                 region.ranges[0] = start..<min(start + rows, info.shape[0])
                 do {
                     try buffer.withUnsafeMutableBytes {
-                        try read(info, region: region, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<region.elementCount * info.dtype.size]))
+                        try read(
+                            info, region: region,
+                            into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<region.elementCount * info.dtype.size]))
                     }
                 } catch let error as CheckpointError {
                     if case .damagedChunk = error { return error }

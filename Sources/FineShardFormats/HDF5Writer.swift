@@ -162,7 +162,9 @@ public final class HDF5Writer: TensorFileWriter {
     /// - Throws: ``CheckpointError/hdf5(file:message:stack:)`` for a name HDF5 cannot hold (empty,
     ///   `.`, or containing `/` or NUL), a duplicate name, a row too big for one HDF5 chunk (4 GiB),
     ///   a compression level zstd does not have, or a libhdf5 failure.
-    public init(path: String, tensors: [TensorSpec], compressionLevel: Int = defaultCompressionLevel, workers: Int = 1, batchBytes: Int = 16 << 20) throws {
+    public init(
+        path: String, tensors: [TensorSpec], compressionLevel: Int = defaultCompressionLevel, workers: Int = 1, batchBytes: Int = 16 << 20
+    ) throws {
         self.path = path
         self.temporary = temporaryPath(for: path)
         self.compressionLevel = compressionLevel

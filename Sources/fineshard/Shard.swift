@@ -44,7 +44,9 @@ struct Shard: ParsableCommand {
     @Flag(help: "Do not wait for the output to reach the disk before writing the manifest.")
     var noSync = false
 
-    @Option(parsing: .unconditional, help: ArgumentHelp("zstd level for --format hdf5 (-131072 to 22; lower is faster).", valueName: "n"))
+    @Option(
+        parsing: .unconditional,
+        help: ArgumentHelp("zstd level for --format hdf5 (-131072 to 22; lower is faster).", valueName: "n"))
     var compressionLevel = HDF5Writer.defaultCompressionLevel
 
     @Flag(help: "No progress output.")
@@ -59,7 +61,8 @@ struct Shard: ParsableCommand {
             let levels = HDF5Writer.compressionLevels
             if !levels.contains(compressionLevel) {
                 throw PlanError.badOption(
-                    option: "--compression-level", message: "\(compressionLevel) is not a zstd level (\(levels.lowerBound) to \(levels.upperBound))")
+                    option: "--compression-level",
+                    message: "\(compressionLevel) is not a zstd level (\(levels.lowerBound) to \(levels.upperBound))")
             }
             // The syntax of --ranks; that they exist is checked against the plan's world size.
             if let ranks { _ = try ShardOptions.parseRanks(ranks, worldSize: .max) }

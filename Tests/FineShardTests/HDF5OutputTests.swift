@@ -65,7 +65,8 @@ import Testing
         try HDF5Tests.corruptChunk(dir.file("h5/model.h5"), dataset: Self.embedding, offset: [2048, 0])
         let result = try run(fineshardBinary, ["shard", dir.file("h5"), "-o", dir.file("bad"), "--format", "hdf5", "--dp", "2", "--quiet"])
         #expect(result.status == 2, "\(result.stderr)")
-        #expect(result.stderr.contains("model.h5: dataset '/\(Self.embedding)', chunk 1 at offset [2048, 0] is damaged: "), "\(result.stderr)")
+        #expect(
+            result.stderr.contains("model.h5: dataset '/\(Self.embedding)', chunk 1 at offset [2048, 0] is damaged: "), "\(result.stderr)")
         #expect(!result.stderr.contains("Fatal error"), "\(result.stderr)")
     }
 
