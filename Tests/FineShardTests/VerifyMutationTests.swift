@@ -575,12 +575,16 @@ struct VerifyMutationTests {
 
     /// Patches `OUT/manifest.json`'s record of `file` with its current size and SHA-256, and each of its
     /// tensors' SHA-256, so that only reading against the source can tell.
-    func rewriteHash(out: String, file: String) throws {
+    /// Rewrites `file`'s size and SHA-256 in the manifest, and its tensors' hashes unless `tensorHashes`
+    /// is false (a file whose tensors cannot be read, such as one with a damaged HDF5 chunk).
+    func rewriteHash(out: String, file: String, tensorHashes rewriteTensors: Bool = true) throws {
         let bytes = try Data(contentsOf: URL(fileURLWithPath: (out as NSString).appendingPathComponent(file)))
         let digest = SHA256.hash(data: bytes).hexString
         let shard = try Checkpoint.open((out as NSString).appendingPathComponent(file))
-        let tensorHashes = try Dictionary(
-            uniqueKeysWithValues: shard.tensors.map { ($0.name, SHA256.hash(data: try readAll(shard, $0.name)).hexString) })
+        let tensorHashes =
+            rewriteTensors
+            ? try Dictionary(uniqueKeysWithValues: shard.tensors.map { ($0.name, SHA256.hash(data: try readAll(shard, $0.name)).hexString) })
+            : nil
         let manifestPath = (out as NSString).appendingPathComponent(Manifest.fileName)
         var manifest = try #require(
             try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: manifestPath))) as? [String: Any])
@@ -591,7 +595,7 @@ struct VerifyMutationTests {
             for j in files.indices where files[j]["name"] as? String == file {
                 files[j]["sha256"] = digest
                 files[j]["bytes"] = bytes.count
-                files[j]["tensor_sha256"] = tensorHashes
+                if let tensorHashes { files[j]["tensor_sha256"] = tensorHashes }
                 patched += 1
             }
             ranks[i]["files"] = files
