@@ -193,7 +193,9 @@ public final class ShardExecutor: @unchecked Sendable {
     func write(_ ranks: [RankPlan]) throws -> [Manifest.Rank] {
         let jobs = ranks.flatMap { r in
             r.files.map { f in
-                Job(rank: r.rank, file: f, tensors: Dictionary(uniqueKeysWithValues: r.tensors.filter { $0.file == f }.map { ($0.name, $0) }))
+                Job(
+                    rank: r.rank, file: f,
+                    tensors: Dictionary(uniqueKeysWithValues: r.tensors.filter { $0.file == f }.map { ($0.name, $0) }))
             }
         }
         // At most 64 files of a group are open at once.
@@ -268,8 +270,10 @@ public final class ShardExecutor: @unchecked Sendable {
             for spec in writers[0].order {
                 let tensors = members.map { $0.tensors[spec.name]! }
                 // Files whose tensor has the same pieces get the same bytes: one read for all of them.
-                let classes = Dictionary(grouping: members.indices) { Content(dtype: tensors[$0].dtype, shape: tensors[$0].shape, pieces: tensors[$0].pieces) }
-                    .values.sorted { $0[0] < $1[0] }
+                let classes = Dictionary(grouping: members.indices) {
+                    Content(dtype: tensors[$0].dtype, shape: tensors[$0].shape, pieces: tensors[$0].pieces)
+                }
+                .values.sorted { $0[0] < $1[0] }
                 try parallel(classes.count, threads: threads) { c in
                     let same = classes[c]
                     var hasher = SHA256()

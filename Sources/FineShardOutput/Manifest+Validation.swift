@@ -215,7 +215,9 @@ struct ManifestValidation {
         guard source.shape.count == 2, let scale = sources[scaleName] else {
             throw Problem(
                 field: field + ".transform.scale",
-                what: "needs a 2-D source tensor and a scale tensor '\(scaleName)' in source.tensors (source tensor '\(source.name)' is \(source.shape))")
+                what:
+                    "needs a 2-D source tensor and a scale tensor '\(scaleName)' in source.tensors (source tensor '\(source.name)' is \(source.shape))"
+            )
         }
         let blocks = zip(source.shape, block).map { ($0 + $1 - 1) / $1 }
         guard scale.dtype == scaleDType, scale.shape == blocks else {

@@ -158,7 +158,9 @@ extension Verifier {
                     let same = actual.withUnsafeBytes { memcmp(expected.baseAddress!, $0.baseAddress!, n) == 0 }
                     if !same {
                         let firstRow = t.shape.isEmpty ? 0 : done / rowBytes
-                        for d in locate(t, rank: rank, stored: stored, firstRow: firstRow, expected: expected, actual: actual, reported: &reported) {
+                        for d in locate(
+                            t, rank: rank, stored: stored, firstRow: firstRow, expected: expected, actual: actual, reported: &reported)
+                        {
                             found.append((index, d))
                         }
                     }
@@ -196,7 +198,10 @@ extension Verifier {
         let blockShape = t.shape.isEmpty ? [] : [rows] + t.shape.dropFirst()
         var out: [Finding] = []
         func report(_ kind: VerifyReport.Difference.Kind, _ message: String, source: String? = nil, offset: Int? = nil) {
-            out.append(Finding(source: source, difference: .init(kind: kind, message: message, rank: rank, file: t.file, tensor: t.name, offset: offset)))
+            out.append(
+                Finding(
+                    source: source,
+                    difference: .init(kind: kind, message: message, rank: rank, file: t.file, tensor: t.name, offset: offset)))
         }
         /// Output coordinates of the block's element `e`.
         func index(_ e: Int) -> [Int] {
@@ -227,7 +232,8 @@ extension Verifier {
             if let fill = p.fill {
                 report(
                     .tensorBytes,
-                    "rank \(rank) \(t.file): tensor '\(t.name)' should hold the constant \(fill) (no source data) but differs at \(outputIndex)")
+                    "rank \(rank) \(t.file): tensor '\(t.name)' should hold the constant \(fill) (no source data) but differs at \(outputIndex)"
+                )
                 continue
             }
             let inBox = zip(zip(outputIndex, box.ranges.map(\.lowerBound)), strides(box.shape)).reduce(0) { $0 + ($1.0.0 - $1.0.1) * $1.1 }
@@ -245,7 +251,8 @@ extension Verifier {
             let i = index(e)
             if boxes.contains(where: { box in zip(i, box.ranges).allSatisfy { $1.contains($0) } }) { continue }
             reported.insert(padding)
-            report(.padding, "rank \(rank) \(t.file): tensor '\(t.name)' has a non-zero padding element at \(i), where no source data belongs")
+            report(
+                .padding, "rank \(rank) \(t.file): tensor '\(t.name)' has a non-zero padding element at \(i), where no source data belongs")
             break
         }
         return out

@@ -583,7 +583,8 @@ struct VerifyMutationTests {
         let shard = try Checkpoint.open((out as NSString).appendingPathComponent(file))
         let tensorHashes =
             rewriteTensors
-            ? try Dictionary(uniqueKeysWithValues: shard.tensors.map { ($0.name, SHA256.hash(data: try readAll(shard, $0.name)).hexString) })
+            ? try Dictionary(
+                uniqueKeysWithValues: shard.tensors.map { ($0.name, SHA256.hash(data: try readAll(shard, $0.name)).hexString) })
             : nil
         let manifestPath = (out as NSString).appendingPathComponent(Manifest.fileName)
         var manifest = try #require(
