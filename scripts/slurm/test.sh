@@ -6,7 +6,7 @@
 #   - every merge step completes and `fineshard verify --source` passes on the union of the partial
 #     manifests and on the combined manifest.json; the files equal a single-process `shard` run's;
 #   - each task's bytes_read (its --json summary: source tensor data, headers excluded) equals the
-#     bytes of its ranks' manifest pieces exactly;
+#     bytes of its ranks' manifest pieces exactly, a piece replicated in several files counted once;
 #   - submit.sh refuses more tasks than ranks (exit 2) and a bad plan;
 #   - a failing task (FINESHARD_FAULT=piece:1:kill) and a cancelled one (scancel while it writes: SIGTERM)
 #     leave the merge step failing with a message naming the missing ranks; the cancelled task leaves no
@@ -215,16 +215,38 @@ for summary in sorted(glob.glob(os.path.join(out, ".fineshard/slurm/task-*.json"
         continue
     name = f"manifest.ranks-{min(ranks)}-{max(ranks)}.json"
     m = json.load(open(partials[name]))
+    # shard reads a replicated piece once per run: files with the same tensor list form a group (in
+    # chunks of 64 files), and within it each tensor's distinct (dtype, shape, pieces) is read once.
+    jobs = []
+    for r in sorted(m["ranks"], key=lambda r: r["rank"]):
+        for f in r["files"]:
+            tensors = {t["name"]: t for t in r["tensors"] if t["file"] == f["name"]}
+            jobs.append(tensors)
+    groups = {}
+    for i, tensors in enumerate(jobs):
+        key = tuple(sorted((t["name"], t["dtype"], tuple(t["shape"])) for t in tensors.values()))
+        groups.setdefault(key, []).append(i)
     pieces = 0
-    for r in m["ranks"]:
-        for t in r["tensors"]:
-            for p in t["pieces"]:
-                n = 1
-                for a, b in p["ranges"]:
-                    n *= b - a
-                pieces += n * size[t["dtype"]]
+    for members in groups.values():
+        for c in range(0, len(members), 64):
+            chunk = members[c:c + 64]
+            for name in jobs[chunk[0]]:
+                seen = set()
+                for i in chunk:
+                    t = jobs[i][name]
+                    content = json.dumps([t["dtype"], t["shape"], t["pieces"]], sort_keys=True)
+                    if content in seen:
+                        continue
+                    seen.add(content)
+                    for p in t["pieces"]:
+                        if "source" not in p:
+                            continue
+                        n = 1
+                        for a, b in p["ranges"]:
+                            n *= b - a
+                        pieces += n * size[t["dtype"]]
     got = s["bytes_read"]
-    # bytes_read counts source tensor data only (headers excluded): exactly the pieces' bytes.
+    # bytes_read counts source tensor data only (headers excluded): exactly the distinct pieces' bytes.
     ok = got == pieces
     status |= not ok
     print(f"{label} task {task}: ranks {min(ranks)}-{max(ranks)}: bytes_read {got}, plan's pieces {pieces}: "
