@@ -5,7 +5,7 @@ import Foundation
 package struct Matrix: Sendable, Equatable {
     var rows: Int
     var cols: Int
-    var data: [Float]
+    package var data: [Float]
 
     package init(rows: Int, cols: Int, data: [Float]) {
         precondition(data.count == rows * cols)
