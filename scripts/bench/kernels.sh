@@ -2,12 +2,12 @@
 # GFLOP/s of the forward check's matrix product on DeepSeek-R1 widths (issue 17 item 5):
 # Kernels.linear (fineshard-kernel-bench, release build) and main's former dot-per-output kernel,
 # beside OpenBLAS cblas_sgemm (scripts/bench/sgemm_openblas.c, needs libopenblas-dev), at 1 and 2 threads.
-#   scripts/bench/kernels.sh [--no-build]
+#   [SCRATCH=.build-x] scripts/bench/kernels.sh [--no-build]
 # Prints `kernel M K N threads ms GFLOP/s` rows (best of 3 each).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-[ "${1:-}" = --no-build ] || swift build -c release --product fineshard-kernel-bench >&2
-BIN=$(swift build -c release --show-bin-path)/fineshard-kernel-bench
+[ "${1:-}" = --no-build ] || swift build -c release --scratch-path "${SCRATCH:-.build}" --product fineshard-kernel-bench >&2
+BIN=$(swift build -c release --scratch-path "${SCRATCH:-.build}" --show-bin-path)/fineshard-kernel-bench
 echo "# load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "kernel M K N threads ms GFLOP/s"
 for t in 1 2; do "$BIN" "$t"; done
