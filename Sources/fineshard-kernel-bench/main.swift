@@ -3,8 +3,8 @@
 // Run by scripts/bench/kernels.sh, which puts OpenBLAS `cblas_sgemm` beside it.
 // Usage: fineshard-kernel-bench [threads] — prints `kernel M K N threads ms GFLOP/s` rows.
 import Dispatch
-import Foundation
 import FineShardVerification
+import Foundation
 
 let threads = CommandLine.arguments.count > 1 ? Int(CommandLine.arguments[1]) ?? 1 : 1
 let shapes = [(7168, 2048), (7168, 1536), (16384, 7168)]  // K (in) × N (out): expert, q_a_proj, o_proj
