@@ -42,6 +42,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // scripts/bench/kernels.sh: GFLOP/s of the forward check's matrix product.
+        .executableTarget(name: "fineshard-kernel-bench", dependencies: ["FineShardVerification"]),
         .testTarget(
             name: "FineShardTests",
             dependencies: ["FineShard", "fineshard", "CHDF5", crypto]

@@ -2,12 +2,12 @@ import Dispatch
 import Foundation
 
 /// A row-major float32 matrix of activations or weights: `rows` × `cols`.
-struct Matrix: Sendable, Equatable {
+package struct Matrix: Sendable, Equatable {
     var rows: Int
     var cols: Int
-    var data: [Float]
+    package var data: [Float]
 
-    init(rows: Int, cols: Int, data: [Float]) {
+    package init(rows: Int, cols: Int, data: [Float]) {
         precondition(data.count == rows * cols)
         (self.rows, self.cols, self.data) = (rows, cols, data)
     }
@@ -64,7 +64,7 @@ private struct ReadOnlyPointer<T>: @unchecked Sendable {
 
 /// The float32 arithmetic of the forward check. Every routine follows the PyTorch / Hugging Face
 /// operation named in its comment, computed in float32 as `torch.float32` would.
-enum Kernels {
+package enum Kernels {
     /// `y = x · Wᵀ (+ b)` for `x` `[T, in]` and `W` `[out, in]` row-major — `torch.nn.functional.linear`,
     /// i.e. vLLM's `UnquantizedLinearMethod.apply`. Each output row of `W` is streamed once against
     /// the (small, cache-resident) token block; output rows are split over `threads` workers.
@@ -87,13 +87,9 @@ enum Kernels {
                     var b = worker
                     let step = min(max(threads, 1), blocks)
                     while b < blocks {
-                        for o in b * block..<min((b + 1) * block, outFeatures) {
-                            let row = wp.base + o * inFeatures
-                            let add = bias?[o] ?? 0
-                            for t in 0..<tokens {
-                                out.base[t * outFeatures + o] = dot(row, xp.base + t * inFeatures, inFeatures) + add
-                            }
-                        }
+                        tile(
+                            rows: b * block..<min((b + 1) * block, outFeatures), tokens: tokens, inFeatures: inFeatures,
+                            outFeatures: outFeatures, x: xp.base, w: wp.base, y: out.base, bias: bias)
                         b += step
                     }
                 }
@@ -102,15 +98,82 @@ enum Kernels {
         return Matrix(rows: tokens, cols: outFeatures, data: y)
     }
 
-    static func linear(_ x: Matrix, weight: Matrix, bias: [Float]? = nil, threads: Int = 1) -> Matrix {
+    package static func linear(_ x: Matrix, weight: Matrix, bias: [Float]? = nil, threads: Int = 1) -> Matrix {
         precondition(weight.cols == x.cols, "linear: weight [\(weight.rows), \(weight.cols)] against input [\(x.rows), \(x.cols)]")
         return weight.data.withUnsafeBufferPointer { linear(x, weight: $0, outFeatures: weight.rows, bias: bias, threads: threads) }
+    }
+
+    /// `y[t, o] = x[t] · w[o] + bias[o]` for the output rows `rows` and every token: four weight rows
+    /// against two tokens at a time, so each loaded vector of `w` and `x` feeds several products
+    /// (the register tile of a GEMM micro-kernel); each `(t, o)` sum is still one `dot`'s order over four lanes.
+    @inline(__always)
+    private static func tile(
+        rows: Range<Int>, tokens: Int, inFeatures n: Int, outFeatures: Int, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
+        y: UnsafeMutablePointer<Float>, bias: [Float]?
+    ) {
+        var o = rows.lowerBound
+        while o + 4 <= rows.upperBound {
+            let w0 = UnsafeRawPointer(w + o * n)
+            let w1 = UnsafeRawPointer(w + (o + 1) * n)
+            let w2 = UnsafeRawPointer(w + (o + 2) * n)
+            let w3 = UnsafeRawPointer(w + (o + 3) * n)
+            var t = 0
+            while t < tokens {
+                let pair = t + 1 < tokens
+                let x0 = UnsafeRawPointer(x + t * n)
+                let x1 = UnsafeRawPointer(x + (pair ? t + 1 : t) * n)
+                var a00 = SIMD4<Float>(), a10 = SIMD4<Float>(), a20 = SIMD4<Float>(), a30 = SIMD4<Float>()
+                var a01 = SIMD4<Float>(), a11 = SIMD4<Float>(), a21 = SIMD4<Float>(), a31 = SIMD4<Float>()
+                var i = 0
+                while i + 4 <= n {
+                    let off = i * 4
+                    let u = x0.loadUnaligned(fromByteOffset: off, as: SIMD4<Float>.self)
+                    let v = x1.loadUnaligned(fromByteOffset: off, as: SIMD4<Float>.self)
+                    var r = w0.loadUnaligned(fromByteOffset: off, as: SIMD4<Float>.self)
+                    a00 += r * u
+                    a01 += r * v
+                    r = w1.loadUnaligned(fromByteOffset: off, as: SIMD4<Float>.self)
+                    a10 += r * u
+                    a11 += r * v
+                    r = w2.loadUnaligned(fromByteOffset: off, as: SIMD4<Float>.self)
+                    a20 += r * u
+                    a21 += r * v
+                    r = w3.loadUnaligned(fromByteOffset: off, as: SIMD4<Float>.self)
+                    a30 += r * u
+                    a31 += r * v
+                    i += 4
+                }
+                var s0 = SIMD4(a00.sum(), a10.sum(), a20.sum(), a30.sum())
+                var s1 = SIMD4(a01.sum(), a11.sum(), a21.sum(), a31.sum())
+                let x0f = x + t * n
+                let x1f = x + (pair ? t + 1 : t) * n
+                while i < n {
+                    for j in 0..<4 {
+                        s0[j] += w[(o + j) * n + i] * x0f[i]
+                        s1[j] += w[(o + j) * n + i] * x1f[i]
+                    }
+                    i += 1
+                }
+                for j in 0..<4 {
+                    let add = bias?[o + j] ?? 0
+                    y[t * outFeatures + o + j] = s0[j] + add
+                    if pair { y[(t + 1) * outFeatures + o + j] = s1[j] + add }
+                }
+                t += 2
+            }
+            o += 4
+        }
+        while o < rows.upperBound {
+            let add = bias?[o] ?? 0
+            for t in 0..<tokens { y[t * outFeatures + o] = dot(w + o * n, x + t * n, n) + add }
+            o += 1
+        }
     }
 
     /// A dot product with eight-lane SIMD accumulators (the order of the sum differs from BLAS,
     /// which is why sharded and dense results differ in the last bits).
     @inline(__always)
-    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+    package static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
         var acc0 = SIMD8<Float>()
         var acc1 = SIMD8<Float>()
         var i = 0
