@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # fineshard benchmark (issue 8; peak-RSS point of issue 4; verify timings of issue 5).
 #
-#   scripts/bench.sh [--size 1B|4B] [--with-4b] [--with-r1] [--runs N] [--no-build] [--keep] [--out FILE]
+#   scripts/bench.sh [--size 1B|4B] [--with-4b] [--with-r1] [--baseline REV] [--runs N] [--no-build] [--keep] [--out FILE]
 #
 # One run, same machine, side by side, page cache warm, `sync` before every timed run, median of --runs:
 #   * the 1B synthetic Llama checkpoint (TinyLlama shape; scripts/bench/make_llama.py, cached in
@@ -21,7 +21,9 @@
 #     136,679 tensors), DP 32 + EP, every fine-grained size 8, text output to /dev/null;
 #   * --with-r1: shard rank 0 of that checkpoint (sparse input, ~27 GiB of output in 6 files) against
 #     the floor for the same bytes and files (written and hashed from a warm, non-sparse file);
-#   * forward-check on the all-DP 8 output (8 tokens per rank);
+#   * forward-check on the all-DP 8 output (8 tokens per rank); with --baseline REV also the same
+#     forward-check by REV's release build (built once into $FINESHARD_BENCH_DIR/baseline-REV), the two
+#     alternated run by run (issue 17 compares against the commit before its kernel change, fc7bba4);
 #   * 4B: fineshard and the peer under a 1 GiB memory limit (systemd-run cgroup if systemd runs, else
 #     prlimit --as; plus an anonymous-RSS watchdog), and fineshard's peak RSS without a limit.
 # Prints a table and writes docs/PERFORMANCE.md (--out to write elsewhere).
@@ -29,12 +31,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-SIZES=(1B); WITH_R1=0; RUNS=3; BUILD=1; KEEP=0; DOC="$ROOT/docs/PERFORMANCE.md"; LIMIT_MIB=1024
+SIZES=(1B); WITH_R1=0; BASELINE=; RUNS=3; BUILD=1; KEEP=0; DOC="$ROOT/docs/PERFORMANCE.md"; LIMIT_MIB=1024
 while [ $# -gt 0 ]; do
     case "$1" in
         --size) shift; SIZES=("$1") ;;
         --with-4b) SIZES=(1B 4B) ;;
         --with-r1) WITH_R1=1 ;;
+        --baseline) shift; BASELINE=$1 ;;
         --runs) shift; RUNS=$1 ;;
         --no-build) BUILD=0 ;;
         --keep) KEEP=1 ;;
@@ -65,6 +68,18 @@ if [ "$BUILD" = 1 ]; then
 fi
 BIN=$ROOT/.build-bench/release/fineshard
 [ -x "$BIN" ] || { echo "no binary at $BIN (build with: swift build -c release --scratch-path .build-bench)" >&2; exit 1; }
+BASE_BIN=
+if [ -n "$BASELINE" ]; then
+    # REV's release build, in a detached worktree kept between runs (one build per commit).
+    rev=$(git rev-parse --short "$BASELINE^{commit}") || { echo "--baseline: no commit $BASELINE" >&2; exit 2; }
+    bdir=$BENCH_DIR/baseline-$rev
+    if [ ! -x "$bdir/.build/release/fineshard" ]; then
+        [ -d "$bdir" ] || git worktree add --detach "$bdir" "$rev" >&2
+        (cd "$bdir" && swift build -c release --product fineshard >&2)
+    fi
+    BASE_BIN=$bdir/.build/release/fineshard
+    BASELINE=$rev
+fi
 
 log() { echo "[bench $(date +%T)] $*" >&2; }
 now() { date +%s.%N; }
@@ -179,6 +194,7 @@ MACHINE=$RES/machine.txt
     echo "swift=$(swift --version 2>&1 | head -1)"
     echo "commit=$(git rev-parse --short HEAD)$(git diff --quiet -- Sources || echo ' (Sources modified)')"
     echo "runs=$RUNS"
+    [ -z "$BASELINE" ] || echo "baseline=$BASELINE"
 } > "$MACHINE"
 LIMITER=$(detect_limiter)
 echo "limiter=$LIMITER" >> "$MACHINE"
@@ -208,6 +224,7 @@ for SIZE in "${SIZES[@]}"; do
                     timed "$SIZE" floor-verify-source "$r" - -- bash -c "$HASH_PAIR" hash "$CKPT" $(weights "$out")
                     log "$SIZE forward-check run $r"
                     timed "$SIZE" forward-check "$r" - -- "$BIN" forward-check "$out" --source "$CKPT" --tokens-per-rank 8 --json
+                    [ -z "$BASE_BIN" ] || timed "$SIZE" forward-check-baseline "$r" - -- "$BASE_BIN" forward-check "$out" --source "$CKPT" --tokens-per-rank 8 --json
                 done
             fi
             [ "$c" = dp8-fg8-hdf5 ] || { n=$(bytes_of "$out"); k=$(weights "$out" | wc -l); rm -rf "$out"

@@ -171,6 +171,13 @@ def main():
             if f:
                 row(size, "forward-check", "forward-check, all-DP 8 output, 8 tokens per rank")
                 checks.append((f"{size} forward-check ≤ 30 s", f["median"] <= 30, f"{f['median']:.1f} s"))
+                b = S(size, "forward-check-baseline")
+                if b:
+                    rev = m.get("baseline", "?")
+                    row(size, "forward-check-baseline", f"forward-check by the baseline build ({rev}), same output, alternated",
+                        None, f"baseline/now {b['median'] / f['median']:.2f}×")
+                    checks.append((f"{size} forward-check ≥ 2× faster than {rev} (issue 17)", b["median"] >= 2 * f["median"],
+                                   f"{b['median'] / f['median']:.2f}×"))
                 checks.append((f"{size} forward-check peak RSS ≤ 2 GiB", f["rss"] <= 2 << 30, fmt_rss(f["rss"])))
         # Memory-limit runs (4B).
         for case, label in (("limit-dp8-fg8-hf", f"fineshard under {m.get('limiter')} 1 GiB"),
