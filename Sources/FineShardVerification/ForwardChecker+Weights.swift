@@ -270,7 +270,8 @@ extension ForwardChecker {
         }
 
         static func equal<T>(_ a: [T], _ b: [T]) -> Bool {
-            a.count == b.count && a.withUnsafeBytes { x in b.withUnsafeBytes { y in memcmp(x.baseAddress, y.baseAddress, x.count) == 0 } }
+            a.count == b.count
+                && a.withUnsafeBytes { x in b.withUnsafeBytes { y in x.isEmpty || memcmp(x.baseAddress!, y.baseAddress!, x.count) == 0 } }
         }
 
         /// How many shard tensors were checked against a recorded SHA-256, and their bytes.
