@@ -134,7 +134,7 @@ extension ForwardChecker {
                 var recentOrder: [(digest: String, bytes: Int)] = []
             }
             let state = Mutex(State())
-            static let recentLimit = 64 << 20
+            static let recentLimit = 32 << 20
 
             func remember(_ digest: String, _ values: some Sendable, bytes: Int) {
                 guard bytes <= Self.recentLimit else { return }
