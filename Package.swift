@@ -21,13 +21,14 @@ let package = Package(
         .systemLibrary(name: "CHDF5", pkgConfig: "hdf5-serial", providers: [.apt(["libhdf5-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CLinux"),
+        .target(name: "CKernels"),
         .target(name: "FineShardSystem", dependencies: ["CLinux", crypto]),
         .target(name: "FineShardFormats", dependencies: ["FineShardSystem", "CHDF5", "CZstd", crypto]),
         .target(name: "FineShardModel", dependencies: ["FineShardFormats"]),
         .target(name: "FineShardPlanning", dependencies: ["FineShardModel", crypto]),
         .target(name: "FineShardOutput", dependencies: ["FineShardPlanning"]),
         .target(name: "FineShardExecution", dependencies: ["FineShardOutput", crypto]),
-        .target(name: "FineShardVerification", dependencies: ["FineShardExecution"]),
+        .target(name: "FineShardVerification", dependencies: ["FineShardExecution", "CKernels", crypto]),
         .target(
             name: "FineShard",
             dependencies: [

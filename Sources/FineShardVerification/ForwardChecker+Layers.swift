@@ -189,7 +189,7 @@ extension ForwardChecker {
         let fileBytes = manifest.ranks.flatMap(\.files).filter { touched.contains($0.name) }.reduce(0) { $0 + $1.bytes }
         let allBytes = manifest.ranks.flatMap(\.files).reduce(0) { $0 + $1.bytes }
         let recorded = manifest.ranks.allSatisfy { $0.files.allSatisfy { $0.tensorSHA256 != nil } }
-        let (hashedTensors, hashedBytes) = shards.shards.hashChecks
+        let (hashedTensors, hashedBytes) = shards.hashChecks
         let hashes = LayerCheckReport.Hashes(
             checked: recorded, filesTouched: touched.count, touchedFileBytes: fileBytes, shardFileBytes: allBytes,
             note: recorded
@@ -269,6 +269,12 @@ extension ForwardChecker {
         func read(_ name: String, rank: Int, rows: Range<Int>?) throws -> [Float] {
             let values = try inner.read(name, rank: rank, rows: rows)
             meter.add(name, rank: rank, bytes: values.count * (try elementSize(name, rank)))
+            return values
+        }
+
+        func readBF16(_ name: String, rank: Int, rows: Range<Int>?) throws -> [UInt16]? {
+            let values = try inner.readBF16(name, rank: rank, rows: rows)
+            if let values { meter.add(name, rank: rank, bytes: values.count * (try elementSize(name, rank))) }
             return values
         }
 

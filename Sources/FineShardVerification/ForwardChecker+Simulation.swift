@@ -108,12 +108,14 @@ extension ForwardChecker {
             }
         }
 
-        /// A linear's weight `[rows, cols]` as float32, int8 W8A8 weights dequantized.
-        func matrix(_ name: String, rank: Int, rows: Int, cols: Int) throws -> Matrix {
+        /// A linear's weight `[rows, cols]`: BF16 as stored, or float32 with int8 W8A8 and FP8 block
+        /// weights dequantized.
+        func matrix(_ name: String, rank: Int, rows: Int, cols: Int) throws -> Weight {
             try expectShape(name, rank: rank, [rows, cols])
+            if let bits = try weights.readBF16(name, rank: rank, rows: nil) { return Weight(rows: rows, cols: cols, bf16: bits) }
             var w = Matrix(rows: rows, cols: cols, data: try weights.read(name, rank: rank, rows: nil))
             try dequantize(&w, name, rank: rank)
-            return w
+            return Weight(w)
         }
 
         /// Dequantizes an int8 W8A8 weight in place: `w[o, i] = (q[o, i] − offset[o]) · scale[o]`, with the
@@ -475,7 +477,9 @@ extension ForwardChecker {
             var parts: [Matrix] = []
             for start in stride(from: 0, to: rows, by: block) {
                 let stop = min(start + block, rows)
-                let w = Matrix(rows: stop - start, cols: arch.hidden, data: try weights.read(name, rank: rank, rows: start..<stop))
+                let w =
+                    try weights.readBF16(name, rank: rank, rows: start..<stop).map { Weight(rows: stop - start, cols: arch.hidden, bf16: $0) }
+                    ?? Weight(Matrix(rows: stop - start, cols: arch.hidden, data: try weights.read(name, rank: rank, rows: start..<stop)))
                 parts.append(Kernels.linear(x, weight: w, threads: threads))
             }
             return Matrix.concatenating(columns: parts)

@@ -100,7 +100,8 @@ public struct ForwardChecker: Sendable {
 
         let pad = parallel.vocabPadding
         let shardedTrace = Trace()
-        let shardWeights = ShardWeights(folder: folder, manifest: manifest)
+        var shardWeights = ShardWeights(folder: folder, manifest: manifest)
+        shardWeights.readAheadDepth = options.threads > 1 ? options.threads : 0
         var shardedPass = Simulation(
             arch: arch, weights: shardWeights, topology: topology,
             paddedVocab: (arch.vocab + pad - 1) / pad * pad,
@@ -169,7 +170,7 @@ public struct ForwardChecker: Sendable {
             routingDifferences: routingChoices.map { _ in shardedTrace.routing.filter { $0.outcome == .differs }.count },
             firstDifferences: differences, ok: ranks.allSatisfy(\.passed) && differences.isEmpty, seconds: Date().timeIntervalSince(start),
             peakRSSBytes: peakRSS())
-        (report.shardTensorsHashed, report.shardBytesHashed) = shardWeights.shards.hashChecks
+        (report.shardTensorsHashed, report.shardBytesHashed) = shardWeights.hashChecks
         return report
     }
 

@@ -1,3 +1,4 @@
+import CKernels
 import Dispatch
 import Foundation
 
@@ -52,6 +53,38 @@ package struct Matrix: Sendable, Equatable {
     }
 }
 
+/// A linear's weight `[rows, cols]`, row-major: float32, or bfloat16 as the checkpoint stores it (the
+/// native kernel widens it in registers, so no float32 copy of the weight is made).
+package struct Weight: Sendable {
+    package enum Values: Sendable {
+        case f32([Float])
+        case bf16([UInt16])
+    }
+
+    package var rows: Int
+    package var cols: Int
+    package var values: Values
+
+    package init(_ m: Matrix) { (rows, cols, values) = (m.rows, m.cols, .f32(m.data)) }
+
+    package init(rows: Int, cols: Int, bf16: [UInt16]) {
+        precondition(bf16.count == rows * cols)
+        (self.rows, self.cols, values) = (rows, cols, .bf16(bf16))
+    }
+
+    /// Rows `range`, copied.
+    func rows(_ range: Range<Int>) -> Weight {
+        let span = range.lowerBound * cols..<range.upperBound * cols
+        var out = self
+        out.rows = range.count
+        switch values {
+        case .f32(let v): out.values = .f32(Array(v[span]))
+        case .bf16(let v): out.values = .bf16(Array(v[span]))
+        }
+        return out
+    }
+}
+
 /// Lets a worker of `DispatchQueue.concurrentPerform` write its own disjoint part of a buffer.
 private struct SharedPointer<T>: @unchecked Sendable {
     let base: UnsafeMutablePointer<T>
@@ -65,32 +98,80 @@ private struct ReadOnlyPointer<T>: @unchecked Sendable {
 /// The float32 arithmetic of the forward check. Every routine follows the PyTorch / Hugging Face
 /// operation named in its comment, computed in float32 as `torch.float32` would.
 package enum Kernels {
+    /// Which code computes ``linear(_:weight:bias:threads:path:)``.
+    package enum Path: Sendable, CaseIterable {
+        /// Swift `SIMD4` code for any CPU (baseline x86-64 is SSE2 without FMA).
+        case portable
+        /// AVX2 + FMA C code (CKernels: eight lanes, fused multiply-add, bf16 weights widened in registers).
+        case native
+    }
+
+    /// ``Path/native`` where the CPU has AVX2 and FMA, unless the environment sets
+    /// `FINESHARD_KERNEL=portable` (to run and test the portable path on such a CPU).
+    package static let defaultPath: Path =
+        fs_native_kernels() != 0 && ProcessInfo.processInfo.environment["FINESHARD_KERNEL"] != "portable" ? .native : .portable
+
+    /// Whether this CPU can take ``Path/native``.
+    package static let nativeAvailable = fs_native_kernels() != 0
+
     /// `y = x · Wᵀ (+ b)` for `x` `[T, in]` and `W` `[out, in]` row-major — `torch.nn.functional.linear`,
     /// i.e. vLLM's `UnquantizedLinearMethod.apply`. Each output row of `W` is streamed once against
-    /// the (small, cache-resident) token block; output rows are split over `threads` workers.
-    static func linear(
-        _ x: Matrix, weight w: UnsafeBufferPointer<Float>, outFeatures: Int, bias: [Float]? = nil, threads: Int = 1
+    /// the (small, cache-resident) token block; blocks of 64 output rows are split over `threads`
+    /// workers. Every `(t, o)` sum is in a fixed order for a given path and weight type, so a run is
+    /// reproducible; the portable and native paths (and f32 and bf16 weights) sum in different orders.
+    package static func linear(
+        _ x: Matrix, weight: Weight, bias: [Float]? = nil, threads: Int = 1, path: Path = defaultPath
     ) -> Matrix {
-        let inFeatures = x.cols
-        precondition(w.count == outFeatures * inFeatures)
-        precondition(bias == nil || bias!.count == outFeatures)
-        let tokens = x.rows
-        var y = [Float](repeating: 0, count: tokens * outFeatures)
-        let block = 64
-        let blocks = (outFeatures + block - 1) / block
-        y.withUnsafeMutableBufferPointer { yb in
-            let out = SharedPointer(base: yb.baseAddress!)
-            x.data.withUnsafeBufferPointer { xb in
-                let xp = ReadOnlyPointer(base: xb.baseAddress!)
-                let wp = ReadOnlyPointer(base: w.baseAddress!)
-                DispatchQueue.concurrentPerform(iterations: min(max(threads, 1), blocks)) { worker in
-                    var b = worker
-                    let step = min(max(threads, 1), blocks)
-                    while b < blocks {
-                        tile(
-                            rows: b * block..<min((b + 1) * block, outFeatures), tokens: tokens, inFeatures: inFeatures,
-                            outFeatures: outFeatures, x: xp.base, w: wp.base, y: out.base, bias: bias)
-                        b += step
+        precondition(weight.cols == x.cols, "linear: weight [\(weight.rows), \(weight.cols)] against input [\(x.rows), \(x.cols)]")
+        precondition(bias == nil || bias!.count == weight.rows)
+        let (tokens, n, outFeatures) = (x.rows, x.cols, weight.rows)
+        let path = path == .native && nativeAvailable ? Path.native : .portable
+        let input: [Float]
+        switch (path, weight.values) {
+        case (.native, .bf16):
+            input = [Float](unsafeUninitializedCapacity: x.data.count) { b, count in
+                x.data.withUnsafeBufferPointer { fs_pair_order($0.baseAddress, b.baseAddress, tokens, n) }
+                count = x.data.count
+            }
+        default: input = x.data
+        }
+        let floats: [Float]
+        switch (path, weight.values) {
+        case (_, .f32(let w)): floats = w
+        case (.portable, .bf16(let w)):
+            floats = [Float](unsafeUninitializedCapacity: w.count) { b, count in
+                w.withUnsafeBufferPointer { fs_bf16_to_f32($0.baseAddress, b.baseAddress, w.count) }
+                count = w.count
+            }
+        case (.native, .bf16): floats = []
+        }
+        let y = [Float](unsafeUninitializedCapacity: tokens * outFeatures) { yb, count in
+            count = tokens * outFeatures
+            let out = SharedPointer(base: yb.baseAddress ?? UnsafeMutablePointer(bitPattern: 16)!)
+            input.withUnsafeBufferPointer { xb in
+                let xp = ReadOnlyPointer(base: xb.baseAddress ?? UnsafePointer(bitPattern: 16)!)
+                (bias ?? []).withUnsafeBufferPointer { bb in
+                    let bp = bias == nil ? nil : bb.baseAddress.map { ReadOnlyPointer(base: $0) }
+                    if case (.native, .bf16(let w)) = (path, weight.values) {
+                        w.withUnsafeBufferPointer { wb in
+                            let wp = ReadOnlyPointer(base: wb.baseAddress ?? UnsafePointer(bitPattern: 16)!)
+                            forEachBlock(rows: outFeatures, threads: threads) { r in
+                                fs_linear_bf16(xp.base, wp.base, bp?.base, out.base, tokens, n, outFeatures, r.lowerBound, r.upperBound)
+                            }
+                        }
+                        return
+                    }
+                    floats.withUnsafeBufferPointer { wb in
+                        let wp = ReadOnlyPointer(base: wb.baseAddress ?? UnsafePointer(bitPattern: 16)!)
+                        forEachBlock(rows: outFeatures, threads: threads) { r in
+                            if path == .native {
+                                fs_linear_f32(xp.base, wp.base, bp?.base, out.base, tokens, n, outFeatures, r.lowerBound, r.upperBound)
+                            } else {
+                                tile(
+                                    rows: r, tokens: tokens, inFeatures: n, outFeatures: outFeatures, x: xp.base, w: wp.base,
+                                    y: out.base, bias: bias)
+                            }
+                        }
                     }
                 }
             }
@@ -98,9 +179,23 @@ package enum Kernels {
         return Matrix(rows: tokens, cols: outFeatures, data: y)
     }
 
-    package static func linear(_ x: Matrix, weight: Matrix, bias: [Float]? = nil, threads: Int = 1) -> Matrix {
-        precondition(weight.cols == x.cols, "linear: weight [\(weight.rows), \(weight.cols)] against input [\(x.rows), \(x.cols)]")
-        return weight.data.withUnsafeBufferPointer { linear(x, weight: $0, outFeatures: weight.rows, bias: bias, threads: threads) }
+    package static func linear(_ x: Matrix, weight: Matrix, bias: [Float]? = nil, threads: Int = 1, path: Path = defaultPath) -> Matrix {
+        linear(x, weight: Weight(weight), bias: bias, threads: threads, path: path)
+    }
+
+    /// Runs `body` on the blocks of 64 rows of `0..<rows`, spread over `threads` workers.
+    private static func forEachBlock(rows: Int, threads: Int, _ body: @Sendable (Range<Int>) -> Void) {
+        let block = 64
+        let blocks = (rows + block - 1) / block
+        let workers = min(max(threads, 1), blocks)
+        guard workers > 0 else { return }
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            var b = worker
+            while b < blocks {
+                body(b * block..<min((b + 1) * block, rows))
+                b += workers
+            }
+        }
     }
 
     /// `y[t, o] = x[t] · w[o] + bias[o]` for the output rows `rows` and every token: four weight rows

@@ -1,5 +1,7 @@
 // GFLOP/s of the forward check's matrix product (`Kernels.linear`, y = x · Wᵀ) on DeepSeek-R1 widths
-// for small token counts, next to main's kernel before the register tile (one `dot` per output).
+// for small token counts: the portable Swift tile (`swift-tiled`), the AVX2 + FMA C kernel with float32
+// weights (`avx2-f32`) and with bf16 weights widened in registers (`avx2-bf16`, what the forward check
+// runs on a bf16 checkpoint), next to main's kernel before the register tile (one `dot` per output).
 // Run by scripts/bench/kernels.sh, which puts OpenBLAS `cblas_sgemm` beside it.
 // Usage: fineshard-kernel-bench [threads] — prints `kernel M K N threads ms GFLOP/s` rows.
 import Dispatch
@@ -32,14 +34,18 @@ func seconds(_ body: () -> Void) -> Double {
 
 for (k, n) in shapes {
     let w = (0..<k * n).map { Float(($0 * 7919) % 1000) / 1000 - 0.5 }
-    let weight = Matrix(rows: n, cols: k, data: w)
+    let weight = Weight(Matrix(rows: n, cols: k, data: w))
+    // Round to nearest even (the values are small and finite).
+    let bf16 = Weight(rows: n, cols: k, bf16: w.map { UInt16(($0.bitPattern + 0x7FFF + (($0.bitPattern >> 16) & 1)) >> 16) })
     for m in [1, 8, 32] {
         let x = Matrix(rows: m, cols: k, data: (0..<m * k).map { Float(($0 * 104729) % 1000) / 1000 - 0.5 })
         let flops = 2.0 * Double(m * k * n)
         var sink: Float = 0
-        let tiled = seconds { sink += Kernels.linear(x, weight: weight, threads: threads).data[0] }
+        let tiled = seconds { sink += Kernels.linear(x, weight: weight, threads: threads, path: .portable).data[0] }
+        let native = Kernels.nativeAvailable ? seconds { sink += Kernels.linear(x, weight: weight, threads: threads, path: .native).data[0] } : .nan
+        let native16 = Kernels.nativeAvailable ? seconds { sink += Kernels.linear(x, weight: bf16, threads: threads, path: .native).data[0] } : .nan
         let old = threads == 1 ? seconds { sink += dotPerOutput(x.data, w, m: m, k: k, n: n)[0] } : .nan
-        for (name, s) in [("swift-tiled", tiled), ("swift-dot-main", old)] where !s.isNaN {
+        for (name, s) in [("swift-tiled", tiled), ("avx2-f32", native), ("avx2-bf16", native16), ("swift-dot-main", old)] where !s.isNaN {
             print(name, m, k, n, threads, String(format: "%.2f %.2f", s * 1e3, flops / s / 1e9))
         }
         if sink.isNaN { print("nan") }

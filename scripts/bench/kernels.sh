@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GFLOP/s of the forward check's matrix product on DeepSeek-R1 widths (issue 17 item 5):
-# Kernels.linear (fineshard-kernel-bench, release build) and main's former dot-per-output kernel,
-# beside OpenBLAS cblas_sgemm (scripts/bench/sgemm_openblas.c, needs libopenblas-dev), at 1 and 2 threads.
+# Kernels.linear's portable Swift tile (swift-tiled), its AVX2 + FMA C kernel on float32 and on bf16
+# weights (avx2-f32, avx2-bf16; fineshard-kernel-bench, release build) and main's former dot-per-output
+# kernel, beside OpenBLAS cblas_sgemm (scripts/bench/sgemm_openblas.c, needs libopenblas-dev), at 1 and 2 threads.
 #   [SCRATCH=.build-x] scripts/bench/kernels.sh [--no-build]
 # Prints `kernel M K N threads ms GFLOP/s` rows (best of 3 each).
 set -euo pipefail
