@@ -212,7 +212,8 @@ public final class ShardExecutor: @unchecked Sendable {
                 let specs = job.tensors.values.map(\.spec)
                 return format == .hdf5
                     ? try HDF5Writer(
-                        path: job.path, tensors: specs, compressionLevel: options.compressionLevel, workers: threads, batchBytes: bufferBytes)
+                        path: job.path, tensors: specs, compressionLevel: options.compressionLevel, workers: threads,
+                        batchBytes: bufferBytes)
                     : try SafetensorsWriter(path: job.path, tensors: specs, bufferSize: bufferBytes)
             },
             finished: { [self] members, written in
@@ -225,8 +226,10 @@ public final class ShardExecutor: @unchecked Sendable {
                     guard finishedRank else { continue }
                     let r = byRank[job.rank]!
                     let files = state.withLock { s in r.files.map { s.results[$0]! } }
-                    try JournalEntry(planFingerprint: fingerprint, parallel: plan.parallel, sourceFiles: sourceRecords, rank: record(r, files))
-                        .write(out)
+                    try JournalEntry(
+                        planFingerprint: fingerprint, parallel: plan.parallel, sourceFiles: sourceRecords, rank: record(r, files)
+                    )
+                    .write(out)
                 }
             },
             progress: { [progress] in progress($0, total) })
