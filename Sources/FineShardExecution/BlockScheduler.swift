@@ -157,43 +157,33 @@ final class BlockScheduler: @unchecked Sendable {
                 continue
             }
             lock.unlock()
-            var done: Group?
-            var made: Block?
-            var written: WrittenFile?
             do {
+                var made: Block?
+                var written: WrittenFile?
                 switch unit {
                 case .open(let g): try open(groups[g], assembler: assembler)
                 case .produce(let g, let t, let c, let k): made = try produce(groups[g], t, c, k, assembler: &assembler)
                 case .append(let g, let m, let s): written = try append(groups[g], m, s)
+                }
+                lock.lock()
+                let done = complete(unit, made: made, written: written)
+                let freed = unmap
+                unmap = nil
+                lock.broadcast()
+                lock.unlock()
+                // A freed mapped block is unmapped here, outside the lock.
+                withExtendedLifetime(freed) {}
+                if let done { try finished(done.jobs, zip(done.results, done.tensorSHA256).map { ($0!, $1) }) }
+                lock.lock()
+                if done != nil {
+                    openGroups -= 1
+                    lock.broadcast()
                 }
             } catch {
                 lock.lock()
                 if failure == nil { failure = error }
                 lock.broadcast()
                 break
-            }
-            lock.lock()
-            done = complete(unit, made: made, written: written)
-            lock.broadcast()
-            if let freed = unmap {
-                unmap = nil
-                lock.unlock()
-                _ = freed
-                lock.lock()
-            }
-            if let done {
-                lock.unlock()
-                do {
-                    try finished(done.jobs, zip(done.results, done.tensorSHA256).map { ($0!, $1) })
-                } catch {
-                    lock.lock()
-                    if failure == nil { failure = error }
-                    lock.broadcast()
-                    break
-                }
-                lock.lock()
-                openGroups -= 1
-                lock.broadcast()
             }
         }
         lock.unlock()
