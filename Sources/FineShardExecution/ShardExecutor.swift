@@ -178,23 +178,15 @@ public final class ShardExecutor: @unchecked Sendable {
 
     // MARK: - Writing
 
-    /// One output file being written: its rank, name and tensors by name.
-    struct Job {
-        var rank: Int
-        var file: String
-        var tensors: [String: PlannedTensor]
-    }
-
-    /// Writes the files of `ranks`. Files that list the same tensors (name, dtype, shape; every
-    /// rank's part p in an all-DP run) form a group written in step, tensor by tensor: a tensor
-    /// whose pieces are the same in several files of the group (replicated) is read once and each
-    /// block goes to all of them. Groups run on `options.threads` workers, and so do the files of
-    /// a group; the output does not depend on the thread count.
+    /// Writes the files of `ranks` with a ``BlockScheduler``. Files that list the same tensors
+    /// (name, dtype, shape; every rank's part p in an all-DP run) form a group written in step: a
+    /// tensor whose pieces are the same in several files of the group (replicated) is read once and
+    /// each block goes to all of them. The output does not depend on the thread count.
     func write(_ ranks: [RankPlan]) throws -> [Manifest.Rank] {
         let jobs = ranks.flatMap { r in
             r.files.map { f in
-                Job(
-                    rank: r.rank, file: f,
+                BlockScheduler.Job(
+                    rank: r.rank, file: f, path: path(f),
                     tensors: Dictionary(uniqueKeysWithValues: r.tensors.filter { $0.file == f }.map { ($0.name, $0) }))
             }
         }
@@ -202,35 +194,46 @@ public final class ShardExecutor: @unchecked Sendable {
         let groups = Dictionary(grouping: jobs.indices) { i in jobs[i].tensors.values.map(\.spec).sorted { $0.name < $1.name } }
             .values.sorted { $0[0] < $1[0] }
             .flatMap { members in stride(from: 0, to: members.count, by: 64).map { Array(members[$0..<min($0 + 64, members.count)]) } }
+            .map { $0.map { jobs[$0] } }
         let total = ranks.reduce(0) { $0 + $1.byteCount }
-        let done = Atomic<Int>(0)
         let state = Mutex<(results: [String: (WrittenFile, [String: String])], remaining: [Int: Int])>(
             ([:], Dictionary(uniqueKeysWithValues: ranks.map { ($0.rank, $0.files.count) })))
         let byRank = Dictionary(uniqueKeysWithValues: ranks.map { ($0.rank, $0) })
         let threads = max(1, options.threads)
         let widest = groups.map(\.count).max() ?? 1
-        // Blocks of a few MiB stay in cache between the read, the hash and the write.
-        let blockBytes = max(1 << 16, min(4 << 20, options.memoryBudget / threads / 4))
+        // Blocks of 1 MiB stay in cache between the read, the hashes and the write.
+        let blockBytes = max(1 << 16, min(1 << 20, options.memoryBudget / threads / 16))
         let bufferBytes = min(8 << 20, max(1 << 16, options.memoryBudget / max(threads, widest) / 4))
-        let assemblers = AssemblerPool(reader: checkpoint, blockBytes: blockBytes)
-
-        try parallel(groups.count, threads: threads) { g in
-            let members = groups[g].map { jobs[$0] }
-            let written = try writeGroup(
-                members, bufferBytes: bufferBytes, threads: threads, assemblers: assemblers, done: done, total: total)
-            for (job, file) in zip(members, written) {
-                let finishedRank: Bool = state.withLock {
-                    $0.results[job.file] = file
-                    $0.remaining[job.rank]! -= 1
-                    return $0.remaining[job.rank] == 0
-                }
-                guard finishedRank else { continue }
-                let r = byRank[job.rank]!
-                let files = state.withLock { s in r.files.map { s.results[$0]! } }
-                try JournalEntry(planFingerprint: fingerprint, parallel: plan.parallel, sourceFiles: sourceRecords, rank: record(r, files))
+        let format = plan.parallel.format
+        let scheduler = BlockScheduler(
+            jobs: groups, reader: checkpoint, blockBytes: blockBytes, maxBlocks: min(16, options.memoryBudget / 8 / blockBytes),
+            threads: threads,
+            makeWriter: { [options] job in
+                let specs = job.tensors.values.map(\.spec)
+                return format == .hdf5
+                    ? try HDF5Writer(
+                        path: job.path, tensors: specs, compressionLevel: options.compressionLevel, workers: threads,
+                        batchBytes: bufferBytes)
+                    : try SafetensorsWriter(path: job.path, tensors: specs, bufferSize: bufferBytes)
+            },
+            finished: { [self] members, written in
+                for (job, file) in zip(members, written) {
+                    let finishedRank: Bool = state.withLock {
+                        $0.results[job.file] = file
+                        $0.remaining[job.rank]! -= 1
+                        return $0.remaining[job.rank] == 0
+                    }
+                    guard finishedRank else { continue }
+                    let r = byRank[job.rank]!
+                    let files = state.withLock { s in r.files.map { s.results[$0]! } }
+                    try JournalEntry(
+                        planFingerprint: fingerprint, parallel: plan.parallel, sourceFiles: sourceRecords, rank: record(r, files)
+                    )
                     .write(out)
-            }
-        }
+                }
+            },
+            progress: { [progress] in progress($0, total) })
+        try scheduler.run()
         let results = state.withLock { $0.results }
         return ranks.map { r in record(r, r.files.map { results[$0]! }) }
     }
@@ -240,89 +243,6 @@ public final class ShardExecutor: @unchecked Sendable {
             rank: r.rank, dpRank: r.dpRank, tpRank: r.tpRank,
             files: zip(r.files, files).map { Manifest.FileRecord(name: $0, bytes: $1.0.bytes, sha256: $1.0.sha256, tensorSHA256: $1.1) },
             tensors: r.tensors)
-    }
-
-    /// What makes two planned tensors' bytes equal, whatever their names and files.
-    struct Content: Hashable {
-        var dtype: DType
-        var shape: [Int]
-        var pieces: [Piece]
-    }
-
-    /// Writes the files of one group (same tensor list) in step; returns them in `members` order.
-    func writeGroup(
-        _ members: [Job], bufferBytes: Int, threads: Int, assemblers: AssemblerPool, done: borrowing Atomic<Int>, total: Int
-    ) throws -> [(WrittenFile, [String: String])] {
-        var writers: [any TensorFileWriter] = []
-        // Each tensor's own hash, so that a reader of some tensors can check what it reads.
-        let tensorSHA256 = Mutex<[[String: String]]>(Array(repeating: [:], count: members.count))
-        do {
-            for job in members {
-                let target = path(job.file)
-                let specs = job.tensors.values.map(\.spec)
-                writers.append(
-                    plan.parallel.format == .hdf5
-                        ? try HDF5Writer(
-                            path: target, tensors: specs, compressionLevel: options.compressionLevel, workers: threads,
-                            batchBytes: bufferBytes)
-                        : try SafetensorsWriter(path: target, tensors: specs, bufferSize: bufferBytes))
-            }
-            for spec in writers[0].order {
-                let tensors = members.map { $0.tensors[spec.name]! }
-                // Files whose tensor has the same pieces get the same bytes: one read for all of them.
-                let classes = Dictionary(grouping: members.indices) {
-                    Content(dtype: tensors[$0].dtype, shape: tensors[$0].shape, pieces: tensors[$0].pieces)
-                }
-                .values.sorted { $0[0] < $1[0] }
-                try parallel(classes.count, threads: threads) { c in
-                    let same = classes[c]
-                    var hasher = SHA256()
-                    try assemblers.with { a in
-                        try a.assemble(tensors[same[0]]) { bytes in
-                            hasher.update(bufferPointer: bytes)
-                            try parallel(same.count, threads: threads) { m in
-                                try writers[same[m]].append(bytes)
-                                progress(done.add(bytes.count, ordering: .relaxed).newValue, total)
-                            }
-                        }
-                    }
-                    let digest = hasher.finalize().hexString
-                    tensorSHA256.withLock { for m in same { $0[m][spec.name] = digest } }
-                }
-                for (job, tensor) in zip(members, tensors) {
-                    for _ in tensor.pieces { try FaultInjector.shared.check(.piece, path: path(job.file)) }
-                }
-            }
-            let hashes = tensorSHA256.withLock { $0 }
-            return try zip(writers, hashes).map { (try $0.finish(), $1) }
-        } catch {
-            for w in writers { w.abort() }
-            throw error
-        }
-    }
-
-    /// Runs `body` for 0..<count on up to `threads` workers, each taking the next index; rethrows
-    /// the first error (the others stop taking work). One item or one thread runs inline.
-    func parallel(_ count: Int, threads: Int, _ body: (Int) throws -> Void) throws {
-        if count == 1 || threads == 1 {
-            for i in 0..<count { try body(i) }
-            return
-        }
-        let next = Atomic<Int>(0)
-        let failure = Mutex<(any Error)?>(nil)
-        // The workers only call `body` while this function waits for them.
-        struct Task: @unchecked Sendable { let body: (Int) throws -> Void }
-        withoutActuallyEscaping(body) { body in
-            let task = Task(body: body)
-            DispatchQueue.concurrentPerform(iterations: min(threads, count)) { _ in
-                while failure.withLock({ $0 == nil }) {
-                    let i = next.add(1, ordering: .relaxed).oldValue
-                    guard i < count else { return }
-                    do { try task.body(i) } catch { failure.withLock { if $0 == nil { $0 = error } } }
-                }
-            }
-        }
-        if let error = failure.withLock({ $0 }) { throw error }
     }
 
     /// Copies the source folder's non-weight files (config, tokenizer, `1_Pooling/`…) with their
@@ -342,24 +262,6 @@ public final class ShardExecutor: @unchecked Sendable {
             try writeAtomically(bytes, to: target)
             return Manifest.FileRecord(name: name, bytes: bytes.count, sha256: sha256(of: bytes))
         }
-    }
-}
-
-/// Tensor assemblers (each with its block buffer) handed to whichever worker needs one.
-final class AssemblerPool: Sendable {
-    let reader: any PieceReader
-    let blockBytes: Int
-    private let free = Mutex<[TensorAssembler]>([])
-
-    init(reader: any PieceReader, blockBytes: Int) {
-        self.reader = reader
-        self.blockBytes = blockBytes
-    }
-
-    func with(_ body: (inout TensorAssembler) throws -> Void) rethrows {
-        var a = free.withLock { $0.popLast() } ?? TensorAssembler(reader: reader, blockBytes: blockBytes)
-        defer { free.withLock { [a] in $0.append(a) } }
-        try body(&a)
     }
 }
 

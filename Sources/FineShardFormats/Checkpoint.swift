@@ -32,10 +32,10 @@ public final class Checkpoint: Sendable {
     /// Files and folders of `root` that are not weights (config, tokenizer…), relative, sorted.
     public let nonWeightFiles: [String]
     private let byName: [String: Int]
-    private let dataRead = Atomic<Int>(0)
+    let dataRead = Atomic<Int>(0)
     /// Size, modification time and inode of every weight file when it was opened.
     private let identities: [String: OpenFile.Identity]
-    private let readers: [String: any TensorStore]
+    let readers: [String: any TensorStore]
 
     init(
         root: String, format: CheckpointFormat, files: [File], tensors: [TensorInfo], readers: [String: any TensorStore],
@@ -124,12 +124,14 @@ protocol TensorStore: Sendable {
 /// Reads safetensors tensors by pread of the byte runs a region occupies.
 final class SafetensorsStore: TensorStore {
     let file: OpenFile
+    let spans = SpanCache()
 
     init(file: OpenFile) { self.file = file }
 
     func read(_ tensor: TensorInfo, region: Region, into buffer: UnsafeMutableRawBufferPointer) throws {
         let base = tensor.offset!
-        let (runLength, _) = region.runs(in: tensor.shape, elementSize: tensor.dtype.size)
+        let (runLength, runs) = region.runs(in: tensor.shape, elementSize: tensor.dtype.size)
+        if runs > 1 && runLength < 1 << 16 { return try gather(tensor, region: region, into: buffer) }
         var out = 0
         try region.forEachRun(in: tensor.shape, elementSize: tensor.dtype.size) { offset in
             try file.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[out..<out + runLength]), at: base + offset)

@@ -39,8 +39,8 @@ public final class SafetensorsWriter: TensorFileWriter {
             throw CheckpointError.io(file: path, operation: "append", reason: "more bytes than the header declares (\(endOfData))")
         }
         if buffer.count + bytes.count > bufferLimit { try flush() }
-        // Large appends go straight out: copying them into the buffer would be one more pass.
-        if bytes.count >= min(bufferLimit, 1 << 20) {
+        // Appends of whole blocks go straight out: copying them into the buffer would be one more pass.
+        if bytes.count >= min(bufferLimit, 64 << 10) {
             try flush()
             hasher.update(bufferPointer: bytes)
             try file.write(bytes, at: position)

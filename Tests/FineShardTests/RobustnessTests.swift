@@ -22,6 +22,23 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: dir.file("out/manifest.json")))
     }
 
+    @Test func aFileShrinkingUnderItsMappingReadsZerosAndIsReportedNotASIGBUS() throws {
+        let dir = try TemporaryFolder()
+        defer { dir.remove() }
+        let path = dir.file("weights")
+        try Data(repeating: 7, count: 64 << 10).write(to: URL(fileURLWithPath: path))
+        let file = try OpenFile.forReading(path)
+        #expect(throws: SystemError.self) { _ = try file.map(offset: 60 << 10, count: 8 << 10) }
+        let region = try file.map(offset: 4096, count: 32 << 10)
+        try region.checkIntact()
+        #expect(truncate(path, 8192) == 0)
+        // The first page is still the file's; the ones past its new end read as zeros.
+        #expect(region.bytes.reduce(0) { $0 + Int($1) } == 4096 * 7)
+        let error = #expect(throws: SystemError.self) { try region.checkIntact() }
+        #expect(error?.exitCode == 3)
+        #expect(error?.description.contains("weights") == true)
+    }
+
     @Test func aSourceRewrittenInPlaceWithTheSameSizeIsDetectedBeforeTheManifest() throws {
         let dir = try TemporaryFolder()
         defer { dir.remove() }
