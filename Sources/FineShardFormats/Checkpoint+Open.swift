@@ -100,9 +100,17 @@ extension Checkpoint {
         var files: [String] = []
         var weightMap: [(String, String)] = []
         var normalized: [String: String] = [:]
+        weightMap.reserveCapacity(parsed.count)
+        var previous: (raw: String, file: String)?
         for (tensor, raw) in parsed {
+            // Neighbouring entries usually name one file: compare before hashing.
+            if let previous, previous.raw == raw {
+                weightMap.append((tensor, previous.file))
+                continue
+            }
             if let file = normalized[raw] {
                 weightMap.append((tensor, file))
+                previous = (raw, file)
                 continue
             }
             if let problem = RelativePath.problem(raw) {
@@ -115,6 +123,7 @@ extension Checkpoint {
             // "./a.safetensors" and "a.safetensors" name one file.
             let file = RelativePath.normalized(raw)
             normalized[raw] = file
+            previous = (raw, file)
             weightMap.append((tensor, file))
             if !files.contains(file) { files.append(file) }
         }
@@ -189,14 +198,26 @@ extension HeaderJSONParser {
         guard take(UInt8(ascii: "{")) else { throw fail(.notObject, "\(what) is not an object") }
         var result: [(String, String)] = []
         var seen = Set<String>()
+        // Real entries take ~100 bytes; sizing the set once saves rehashing it as it grows.
+        seen.reserveCapacity((bytes.count - i) / 64)
         if take(UInt8(ascii: "}")) { return result }
+        // The raw bytes of the previous value and its string: values repeat (a few files for many tensors).
+        var previous: (Range<Int>, String)?
         repeat {
             skipSpace()
             let key = try parseString()
             try expect(UInt8(ascii: ":"), "':'")
             skipSpace()
             guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw fail(.notJSON, "\(what) value of '\(key)' is not a string") }
-            let value = try parseString()
+            let value: String
+            if let (range, string) = previous, i + range.count <= bytes.count, bytes[range].elementsEqual(bytes[i..<i + range.count]) {
+                value = string
+                i += range.count
+            } else {
+                let start = i
+                value = try parseString()
+                previous = (start..<i, value)
+            }
             guard seen.insert(key).inserted else { throw fail(.duplicateName, "tensor '\(key)' is mapped twice in \(what)") }
             result.append((key, value))
         } while take(UInt8(ascii: ","))

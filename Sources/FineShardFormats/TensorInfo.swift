@@ -27,13 +27,57 @@ public struct TensorInfo: Sendable, Hashable, Codable {
 }
 
 extension Array where Element == TensorInfo {
-    /// Sorted by name (UTF-8 byte order); checks first, since callers usually pass sorted tables.
+    /// Sorted by name (UTF-8 byte order, equal names in their order here); checks first, since
+    /// callers usually pass sorted tables.
     package func sortedByName() -> [TensorInfo] {
         if zip(self, dropFirst()).allSatisfy({ $0.name.utf8Precedes($1.name) }) { return self }
-        // Sort indices, not the structs: moving a TensorInfo costs retains and releases.
-        let names = map(\.name)
-        return indices.sorted { names[$0].utf8Precedes(names[$1]) }.map { self[$0] }
+        // Sort indices over the names copied into one buffer: comparing two names is then one
+        // memcmp, without the retains and releases of reading Strings out of an array.
+        var bytes: [UInt8] = []
+        var ends: [Int] = []
+        ends.reserveCapacity(count + 1)
+        ends.append(0)
+        for t in self {
+            bytes.append(contentsOf: t.name.utf8)
+            ends.append(bytes.count)
+        }
+        let order = bytes.withUnsafeBufferPointer { b in
+            ends.withUnsafeBufferPointer { e in
+                indices.sorted { i, j in
+                    let c = utf8Compare(b, e[i]..<e[i + 1], e[j]..<e[j + 1])
+                    return c != 0 ? c < 0 : i < j
+                }
+            }
+        }
+        return order.map { self[$0] }
     }
+
+    /// The index of the tensor named `name` (byte-wise equal) in a table sorted by name, by binary search.
+    package func index(ofName name: String) -> Int? {
+        var name = name
+        return name.withUTF8 { key in
+            var (low, high) = (0, count)
+            while low < high {
+                let mid = (low + high) / 2
+                var other = self[mid].name
+                let c = other.withUTF8 { utf8Compare($0, key) }
+                if c == 0 { return mid }
+                if c < 0 { low = mid + 1 } else { high = mid }
+            }
+            return nil
+        }
+    }
+}
+
+/// memcmp order of two byte strings: negative, zero or positive; a prefix comes first.
+private func utf8Compare(_ a: UnsafeBufferPointer<UInt8>, _ b: UnsafeBufferPointer<UInt8>) -> Int {
+    let n = min(a.count, b.count)
+    let c = n == 0 ? 0 : Int(memcmp(a.baseAddress!, b.baseAddress!, n))
+    return c != 0 ? c : a.count - b.count
+}
+
+private func utf8Compare(_ buffer: UnsafeBufferPointer<UInt8>, _ a: Range<Int>, _ b: Range<Int>) -> Int {
+    utf8Compare(UnsafeBufferPointer(rebasing: buffer[a]), UnsafeBufferPointer(rebasing: buffer[b]))
 }
 
 extension String {
@@ -42,12 +86,6 @@ extension String {
     public func utf8Precedes(_ other: String) -> Bool {
         var a = self
         var b = other
-        return a.withUTF8 { x in
-            b.withUTF8 { y in
-                let n = min(x.count, y.count)
-                let c = n == 0 ? 0 : memcmp(x.baseAddress!, y.baseAddress!, n)
-                return c != 0 ? c < 0 : x.count < y.count
-            }
-        }
+        return a.withUTF8 { x in b.withUTF8 { y in utf8Compare(x, y) < 0 } }
     }
 }

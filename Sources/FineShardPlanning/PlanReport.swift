@@ -1,4 +1,3 @@
-import Dispatch
 import FineShardModel
 
 /// What `fineshard plan` reports: per-rank bytes and the per-component memory table of the
@@ -56,11 +55,7 @@ public struct PlanReport: Codable, Sendable {
     }
 
     public init(_ plan: ShardPlan) {
-        // The fingerprint serializes the whole tensor table: compute it beside the rest.
-        final class Digest: @unchecked Sendable { var value = "" }
-        let digest = Digest()
-        let group = DispatchGroup()
-        DispatchQueue.global().async(group: group) { digest.value = plan.fingerprint }
+        fingerprint = plan.fingerprint
         model = plan.model
         parallel = plan.parallel
         worldSize = plan.topology.worldSize
@@ -80,7 +75,5 @@ public struct PlanReport: Codable, Sendable {
         unknownTensors = plan.unknown
         warnings = plan.warnings
         notes = plan.notes
-        group.wait()
-        fingerprint = digest.value
     }
 }
