@@ -133,8 +133,12 @@ extension Checkpoint {
             throw CheckpointError.invalidIndex(file: indexFileName, message: "shard file '\(file)' (of tensor '\(tensor)') does not exist")
         }
         let checkpoint = try open(root: root, files: files, format: .safetensors, maxTensors: maxTensors)
+        let tensors = checkpoint.tensors
+        var found: Int?
         for (tensor, file) in weightMap {
-            guard let info = try? checkpoint.tensor(tensor), info.file == file else {
+            // Entries of one module are listed together: look next to the previous one first.
+            found = tensors.index(ofName: tensor, near: found.map { $0 + 1 })
+            guard let k = found, tensors[k].file == file else {
                 throw CheckpointError.invalidIndex(
                     file: indexFileName, message: "tensor '\(tensor)' is mapped to '\(file)', which does not contain it")
             }

@@ -52,20 +52,44 @@ extension Array where Element == TensorInfo {
         return order.map { self[$0] }
     }
 
-    /// The index of the tensor named `name` (byte-wise equal) in a table sorted by name, by binary search.
-    package func index(ofName name: String) -> Int? {
-        var name = name
-        return name.withUTF8 { key in
-            var (low, high) = (0, count)
-            while low < high {
-                let mid = (low + high) / 2
-                var other = self[mid].name
-                let c = other.withUTF8 { utf8Compare($0, key) }
-                if c == 0 { return mid }
-                if c < 0 { low = mid + 1 } else { high = mid }
+    /// The index of the tensor named `name` (byte-wise equal) in a table sorted by name.
+    package func index(ofName name: String, near hint: Int? = nil) -> Int? {
+        sortedIndex(of: name, count: count, near: hint) { self[$0].name }
+    }
+}
+
+extension Array where Element == String {
+    /// The index of `name` (byte-wise equal) in names sorted in UTF-8 byte order.
+    package func index(ofName name: String, near hint: Int? = nil) -> Int? {
+        sortedIndex(of: name, count: count, near: hint) { self[$0] }
+    }
+}
+
+/// The index of `name` among `count` names sorted in UTF-8 byte order (`nameAt(i)` is the i-th),
+/// by binary search. With `hint`, the few positions around it are tried first: callers walking a
+/// table in name order look for names next to the one at hand (a weight's scales, the next tensor
+/// of a module).
+private func sortedIndex(of name: String, count: Int, near hint: Int?, _ nameAt: (Int) -> String) -> Int? {
+    var name = name
+    return name.withUTF8 { key in
+        if let hint {
+            // hint, hint - 1, hint + 1, hint - 2, … hint + 4
+            for step in 0..<9 {
+                let i = hint + (step % 2 == 0 ? step / 2 : -(step + 1) / 2)
+                guard i >= 0 && i < count else { continue }
+                var other = nameAt(i)
+                if other.utf8.count == key.count, other.withUTF8({ utf8Compare($0, key) }) == 0 { return i }
             }
-            return nil
         }
+        var (low, high) = (0, count)
+        while low < high {
+            let mid = (low + high) / 2
+            var other = nameAt(mid)
+            let c = other.withUTF8 { utf8Compare($0, key) }
+            if c == 0 { return mid }
+            if c < 0 { low = mid + 1 } else { high = mid }
+        }
+        return nil
     }
 }
 

@@ -63,10 +63,9 @@ public struct PlanReport: Codable, Sendable {
         bytesPerRank = plan.bytesPerRank()
         totalOutputBytes = bytesPerRank.reduce(0, +)
         components = Component.allCases.map { c in
-            let rules = plan.rules.filter { RankTopology.component(of: $0.role.kind) == c }
             let plain = plan.topology.followingTP(c)
-            let with = plan.bytesPerRank(rules: rules).max() ?? 0
-            let before = plan.bytesPerRank(topology: plain, rules: rules).max() ?? 0
+            let with = plan.bytesPerRank(of: c).max() ?? 0
+            let before = plan.bytesPerRank(topology: plain, of: c).max() ?? 0
             return ComponentRow(
                 component: c, groupSize: plan.topology.size(.fineGrained(c)),
                 collective: Self.collective(c, fineGrained: plan.topology.isFineGrained(c), tp: plan.parallel.tp),

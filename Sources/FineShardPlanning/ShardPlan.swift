@@ -394,11 +394,12 @@ public struct ShardPlan: Sendable {
 
     /// Output bytes of every rank, computed from shapes alone (no pieces built): split shards
     /// have one length for every index, so only owned tensors differ between ranks.
-    public func bytesPerRank(topology: RankTopology? = nil, rules subset: [TensorRule]? = nil) -> [Int] {
+    /// `component`: only the rules of that component's tensors.
+    public func bytesPerRank(topology: RankTopology? = nil, rules subset: [TensorRule]? = nil, of component: Component? = nil) -> [Int] {
         let topology = topology ?? self.topology
         var shared = 0
         var perRank = [Int](repeating: 0, count: topology.worldSize)
-        for rule in subset ?? rules {
+        for rule in subset ?? rules where component == nil || RankTopology.component(of: rule.role.kind) == component {
             switch rule.placement {
             case .replicated, .constant: shared += rule.source.shape.reduce(1, *) * rule.dtype.size
             case .owned(let owner): perRank[owner] += rule.source.shape.reduce(1, *) * rule.dtype.size

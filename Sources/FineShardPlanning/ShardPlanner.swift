@@ -58,7 +58,7 @@ public struct ShardPlanner {
     /// what `shard` refuses, so what no manifest fineshard writes can hold (docs/SPEC.md §5).
     package static func problems(in parallel: ParallelConfig, facts: ModelFacts) -> [String] {
         var planner = ShardPlanner(
-            sources: [], model: Model(facts: facts, roles: [:], unknown: [], embedding: nil), parallel: parallel,
+            sources: [], model: Model(facts: facts, roles: TensorRoles(), unknown: [], embedding: nil), parallel: parallel,
             topology: RankTopology(dp: parallel.dp, tp: parallel.tp, finegrained: parallel.finegrained))
         planner.validateConfiguration()
         return planner.problems
@@ -223,7 +223,10 @@ public struct ShardPlanner {
     }
 
     /// The source tensor named `name` (binary search: the sources are sorted by name).
-    func sourceTensor(named name: String) -> TensorInfo? { sources.index(ofName: name).map { sources[$0] } }
+    /// `near`: the index of a source next to it in name order (a weight's parameters sit beside it).
+    func sourceTensor(named name: String, near hint: Int? = nil) -> TensorInfo? {
+        sources.index(ofName: name, near: hint).map { sources[$0] }
+    }
 
     func fact(_ value: Int?, _ field: String, for what: String) throws -> Int {
         guard let value else { throw ModelError.missingFact(field: field, neededFor: what) }
@@ -258,8 +261,8 @@ public struct ShardPlanner {
     mutating func makeRules() -> [TensorRule] {
         var rules: [TensorRule] = []
         rules.reserveCapacity(sources.count)
-        for source in sources {
-            let role = model.roles[source.name] ?? TensorRole(.other)
+        for (k, source) in sources.enumerated() {
+            let role = model.roles.role(of: source.name, near: k) ?? TensorRole(.other)
             let spec = TensorSpec(name: source.name, dtype: source.dtype, shape: source.shape)
             if parallel.layout == .vllm, let scale = Self.vllmAttentionScaleName(source.name) {
                 if source.dtype != .f32 || !source.shape.isEmpty {
@@ -276,7 +279,7 @@ public struct ShardPlanner {
                     key: "vllmexpertpertensor")
             }
             do {
-                let placement = try self.placement(of: spec, role: role)
+                let placement = try self.placement(of: spec, role: role, at: k)
                 let (output, fusion, stack) = outputName(source.name, role: role)
                 rules.append(TensorRule(source: spec, role: role, placement: placement, output: output, fusionIndex: fusion, stack: stack))
             } catch let error as ModelError {
@@ -285,7 +288,7 @@ public struct ShardPlanner {
                 problem("\(source.name): \(error)")
             }
         }
-        if model.facts.tieWordEmbeddings, let embedding = model.embedding.flatMap(sourceTensor(named:)) {
+        if model.facts.tieWordEmbeddings, let embedding = model.embedding.flatMap({ sourceTensor(named: $0) }) {
             let spec = TensorSpec(name: embedding.name, dtype: embedding.dtype, shape: embedding.shape)
             let placement = Placement.split(
                 Split(dim: 0, group: .fineGrained(.lmHead), scheme: vocabScheme(rows: spec.shape[0])))
@@ -496,7 +499,8 @@ public struct ShardPlanner {
     /// The placement of a tensor: weights by their role, biases and per-channel parameters
     /// following a column-parallel weight's rows (whole with a row-parallel one), per-tensor
     /// parameters replicated, FP8 block scales cut in block units where the weight is cut.
-    mutating func placement(of spec: TensorSpec, role: TensorRole) throws -> Placement {
+    /// `index`: the source's index in ``sources``, where its weight is looked for first.
+    mutating func placement(of spec: TensorSpec, role: TensorRole, at index: Int? = nil) throws -> Placement {
         if role.parameter == .weight { return try weightSplit(role, shape: spec.shape, name: spec.name) }
         if role.parameter == .perTensor {
             // With EP a routed expert's per-tensor parameters live with it (vLLM's FusedMoE loads only
@@ -511,7 +515,7 @@ public struct ShardPlanner {
         // Dequantized weights are written without their block scales: no block alignment to check.
         if role.parameter == .blockScale, castsFP8 { return .replicated }
         let weightName = String(spec.name.utf8[..<spec.name.utf8.lastIndex(of: UInt8(ascii: "."))!])! + ".weight"
-        guard let weight = sourceTensor(named: weightName), weight.shape.count >= 1 else {
+        guard let weight = sourceTensor(named: weightName, near: index), weight.shape.count >= 1 else {
             // A parameter without its weight: cut it as its own weight would be cut along rows.
             return role.parameter == .blockScale
                 ? .replicated : try weightSplit(role, shape: spec.shape, name: spec.name).rowsOnly(transposed: role.transposed)
