@@ -204,6 +204,7 @@ extension HeaderJSONParser {
         var seen = Set<String>()
         // Real entries take ~100 bytes; sizing the set once saves rehashing it as it grows.
         seen.reserveCapacity((bytes.count - i) / 64)
+        result.reserveCapacity((bytes.count - i) / 64)
         if take(UInt8(ascii: "}")) { return result }
         // The raw bytes of the previous value and its string: values repeat (a few files for many tensors).
         var previous: (Range<Int>, String)?

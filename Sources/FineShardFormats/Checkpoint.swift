@@ -43,10 +43,12 @@ public final class Checkpoint: Sendable {
         self.root = root
         self.format = format
         self.files = files
-        self.tensors = tensors.sortedByName()
+        let sorted = tensors.sortedByName()
+        self.tensors = sorted
         self.readers = readers
         // Sorted, a name in two files is in neighbouring entries, in file order.
-        if let (a, b) = zip(self.tensors, self.tensors.dropFirst()).first(where: { !$0.name.utf8Precedes($1.name) }) {
+        if !sorted.isSortedByName, let i = sorted.indices.dropFirst().first(where: { sorted[$0 - 1].name == sorted[$0].name }) {
+            let (a, b) = (sorted[i - 1], sorted[i])
             throw CheckpointError.notACheckpoint(path: root, reason: "tensor '\(b.name)' is in both \(a.file) and \(b.file)")
         }
         self.identities = try Dictionary(

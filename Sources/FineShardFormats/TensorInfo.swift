@@ -30,7 +30,7 @@ extension Array where Element == TensorInfo {
     /// Sorted by name (UTF-8 byte order, equal names in their order here); checks first, since
     /// callers usually pass sorted tables.
     package func sortedByName() -> [TensorInfo] {
-        if zip(self, dropFirst()).allSatisfy({ $0.name.utf8Precedes($1.name) }) { return self }
+        if isSortedByName { return self }
         // Sort indices over the names copied into one buffer: comparing two names is then one
         // memcmp, without the retains and releases of reading Strings out of an array.
         var bytes: [UInt8] = []
@@ -51,6 +51,9 @@ extension Array where Element == TensorInfo {
         }
         return order.map { self[$0] }
     }
+
+    /// Whether names strictly increase (UTF-8 byte order): sorted, no name twice.
+    package var isSortedByName: Bool { indices.dropFirst().allSatisfy { self[$0 - 1].name.utf8Precedes(self[$0].name) } }
 
     /// The index of the tensor named `name` (byte-wise equal) in a table sorted by name.
     package func index(ofName name: String, near hint: Int? = nil) -> Int? {

@@ -174,28 +174,41 @@ extension TensorNaming {
             // The name with every all-digit component (shorter than 10 digits) replaced by '#', in one
             // pass over its bytes (hundreds of thousands of names in a large checkpoint).
             template.bytes.removeAll(keepingCapacity: true)
+            template.bytes.append(contentsOf: name.utf8)
             var numbers: (first: Int?, second: Int?, count: Int) = (nil, nil, 0)
-            var length = 0
-            var value = 0
-            var digitsOnly = true
-            func endComponent() {
-                guard length > 0, length < 10, digitsOnly else { return }
-                template.bytes.removeLast(length)
-                template.bytes.append(UInt8(ascii: "#"))
-                if numbers.count == 0 { numbers.first = value } else if numbers.count == 1 { numbers.second = value }
-                numbers.count += 1
-            }
-            for byte in name.utf8 {
-                if byte == UInt8(ascii: ".") {
-                    endComponent()
-                    (length, value, digitsOnly) = (0, 0, true)
-                } else {
-                    length += 1
-                    if byte >= 0x30 && byte <= 0x39 { value = value &* 10 &+ Int(byte - 0x30) } else { digitsOnly = false }
+            let length = template.bytes.withUnsafeMutableBufferPointer { t in
+                // Rewritten in place: the template is never longer than the name read so far.
+                var write = 0
+                var componentStart = 0
+                var value = 0
+                var digitsOnly = true
+                for read in 0...t.count {
+                    let byte = read < t.count ? t[read] : UInt8(ascii: ".")
+                    guard byte == UInt8(ascii: ".") else {
+                        if byte >= 0x30 && byte <= 0x39 { value = value &* 10 &+ Int(byte - 0x30) } else { digitsOnly = false }
+                        continue
+                    }
+                    let length = read - componentStart
+                    if length > 0, length < 10, digitsOnly {
+                        t[write] = UInt8(ascii: "#")
+                        write += 1
+                        if numbers.count == 0 { numbers.first = value } else if numbers.count == 1 { numbers.second = value }
+                        numbers.count += 1
+                    } else {
+                        for k in componentStart..<read {
+                            t[write] = t[k]
+                            write += 1
+                        }
+                    }
+                    if read < t.count {
+                        t[write] = byte
+                        write += 1
+                    }
+                    (componentStart, value, digitsOnly) = (read + 1, 0, true)
                 }
-                template.bytes.append(byte)
+                return write
             }
-            endComponent()
+            template.bytes.removeLast(template.bytes.count - length)
             if let cached = known[template] {
                 guard var role = cached else { return nil }
                 if role.layer != nil { role.layer = numbers.first }
