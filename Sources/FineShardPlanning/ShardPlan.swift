@@ -399,7 +399,10 @@ public struct ShardPlan: Sendable {
         let topology = topology ?? self.topology
         var shared = 0
         var perRank = [Int](repeating: 0, count: topology.worldSize)
-        for rule in subset ?? rules where component == nil || RankTopology.component(of: rule.role.kind) == component {
+        let list = subset ?? rules
+        // By index: the component is read without copying every rule.
+        for k in list.indices where component == nil || RankTopology.component(of: list[k].role.kind) == component {
+            let rule = list[k]
             switch rule.placement {
             case .replicated, .constant: shared += rule.source.shape.reduce(1, *) * rule.dtype.size
             case .owned(let owner): perRank[owner] += rule.source.shape.reduce(1, *) * rule.dtype.size
