@@ -50,25 +50,37 @@ extension Checkpoint {
         return .safetensors
     }
 
-    static func open(root: String, files: [String], format: CheckpointFormat, maxTensors: Int, withFolder: Bool = true) throws -> Checkpoint
-    {
+    /// An opened safetensors file and its header, or why it could not be read.
+    typealias ParsedHeader = Result<(OpenFile, SafetensorsHeader), any Error>
+
+    /// Opens and parses the headers of `files`, in parallel (they are independent), one result per
+    /// file; `alongside` runs first, as one more task among them.
+    static func readHeaders(root: String, files: [String], maxTensors: Int, alongside: @Sendable () -> Void = {}) -> [ParsedHeader] {
+        let results = Mutex<[Int: ParsedHeader]>([:])
+        DispatchQueue.concurrentPerform(iterations: files.count + 1) { k in
+            guard k > 0 else { return alongside() }
+            let result = Result {
+                let file = try OpenFile.forReading((root as NSString).appendingPathComponent(files[k - 1]))
+                return (file, try SafetensorsHeader.read(file, name: files[k - 1], maxTensors: maxTensors))
+            }
+            results.withLock { $0[k - 1] = result }
+        }
+        let parsed = results.withLock { $0 }
+        return files.indices.map { parsed[$0]! }
+    }
+
+    /// `headers`: those of `files` when already read (safetensors).
+    static func open(
+        root: String, files: [String], format: CheckpointFormat, maxTensors: Int, withFolder: Bool = true, headers: [ParsedHeader]? = nil
+    ) throws -> Checkpoint {
         var tensors: [TensorInfo] = []
         var readers: [String: any TensorStore] = [:]
         var infos: [File] = []
         if format == .safetensors {
-            // Headers parse independently: a checkpoint of many shard files parses them in parallel,
-            // and the first error in file order is the one reported.
-            let results = Mutex<[Int: Result<(OpenFile, SafetensorsHeader), any Error>]>([:])
-            DispatchQueue.concurrentPerform(iterations: files.count) { i in
-                let result = Result {
-                    let file = try OpenFile.forReading((root as NSString).appendingPathComponent(files[i]))
-                    return (file, try SafetensorsHeader.read(file, name: files[i], maxTensors: maxTensors))
-                }
-                results.withLock { $0[i] = result }
-            }
-            let parsed = results.withLock { $0 }
+            // The first error in file order is the one reported.
+            let parsed = headers ?? readHeaders(root: root, files: files, maxTensors: maxTensors)
             for (i, name) in files.enumerated() {
-                let (file, header) = try parsed[i]!.get()
+                let (file, header) = try parsed[i].get()
                 tensors += header.tensors
                 readers[name] = SafetensorsStore(file: file)
                 infos.append(File(name: name, bytes: try file.size(), dataStart: header.dataStart))
@@ -95,14 +107,30 @@ extension Checkpoint {
         let indexPath = (root as NSString).appendingPathComponent(indexFileName)
         let data = try OpenFile.forReading(indexPath)
         let bytes = try data.read(count: try data.size(), at: 0)
-        let parsed = try IndexParser.weightMap(bytes, fileName: indexFileName)
+        // The index names the shard files, in practice the folder's .safetensors files: their headers
+        // are read while the index is parsed (those of files it does not name are dropped).
+        let guessed = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).filter { $0.hasSuffix(".safetensors") }.sorted()
+        let index = Mutex<Result<[(String, String)], any Error>?>(nil)
+        let early = readHeaders(root: root, files: guessed, maxTensors: maxTensors) {
+            let result = Result { try IndexParser.weightMap(bytes, fileName: indexFileName) }
+            index.withLock { $0 = result }
+        }
+        let parsed = try index.withLock { $0 }!.get()
         guard !parsed.isEmpty else { throw CheckpointError.invalidIndex(file: indexFileName, message: "the weight_map names no tensors") }
         var files: [String] = []
         var weightMap: [(String, String)] = []
         var normalized: [String: String] = [:]
+        weightMap.reserveCapacity(parsed.count)
+        var previous: (raw: String, file: String)?
         for (tensor, raw) in parsed {
+            // Neighbouring entries usually name one file: compare before hashing.
+            if let previous, previous.raw == raw {
+                weightMap.append((tensor, previous.file))
+                continue
+            }
             if let file = normalized[raw] {
                 weightMap.append((tensor, file))
+                previous = (raw, file)
                 continue
             }
             if let problem = RelativePath.problem(raw) {
@@ -115,6 +143,7 @@ extension Checkpoint {
             // "./a.safetensors" and "a.safetensors" name one file.
             let file = RelativePath.normalized(raw)
             normalized[raw] = file
+            previous = (raw, file)
             weightMap.append((tensor, file))
             if !files.contains(file) { files.append(file) }
         }
@@ -123,9 +152,17 @@ extension Checkpoint {
             let tensor = weightMap.first { $0.1 == file }!.0
             throw CheckpointError.invalidIndex(file: indexFileName, message: "shard file '\(file)' (of tensor '\(tensor)') does not exist")
         }
-        let checkpoint = try open(root: root, files: files, format: .safetensors, maxTensors: maxTensors)
+        let known = Dictionary(uniqueKeysWithValues: zip(guessed, early))
+        let others = files.filter { known[$0] == nil }
+        let late = Dictionary(uniqueKeysWithValues: zip(others, readHeaders(root: root, files: others, maxTensors: maxTensors)))
+        let checkpoint = try open(
+            root: root, files: files, format: .safetensors, maxTensors: maxTensors, headers: files.map { known[$0] ?? late[$0]! })
+        let tensors = checkpoint.tensors
+        var found: Int?
         for (tensor, file) in weightMap {
-            guard let info = try? checkpoint.tensor(tensor), info.file == file else {
+            // Entries of one module are listed together: look next to the previous one first.
+            found = tensors.index(ofName: tensor, near: found.map { $0 + 1 })
+            guard let k = found, tensors[k].file == file else {
                 throw CheckpointError.invalidIndex(
                     file: indexFileName, message: "tensor '\(tensor)' is mapped to '\(file)', which does not contain it")
             }
@@ -189,14 +226,27 @@ extension HeaderJSONParser {
         guard take(UInt8(ascii: "{")) else { throw fail(.notObject, "\(what) is not an object") }
         var result: [(String, String)] = []
         var seen = Set<String>()
+        // Real entries take ~100 bytes; sizing the set once saves rehashing it as it grows.
+        seen.reserveCapacity((bytes.count - i) / 64)
+        result.reserveCapacity((bytes.count - i) / 64)
         if take(UInt8(ascii: "}")) { return result }
+        // The raw bytes of the previous value and its string: values repeat (a few files for many tensors).
+        var previous: (Range<Int>, String)?
         repeat {
             skipSpace()
             let key = try parseString()
             try expect(UInt8(ascii: ":"), "':'")
             skipSpace()
             guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw fail(.notJSON, "\(what) value of '\(key)' is not a string") }
-            let value = try parseString()
+            let value: String
+            if let (range, string) = previous, i + range.count <= bytes.count, bytes[range].elementsEqual(bytes[i..<i + range.count]) {
+                value = string
+                i += range.count
+            } else {
+                let start = i
+                value = try parseString()
+                previous = (start..<i, value)
+            }
             guard seen.insert(key).inserted else { throw fail(.duplicateName, "tensor '\(key)' is mapped twice in \(what)") }
             result.append((key, value))
         } while take(UInt8(ascii: ","))

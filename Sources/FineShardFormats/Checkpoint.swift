@@ -31,7 +31,6 @@ public final class Checkpoint: Sendable {
     public let config: Data?
     /// Files and folders of `root` that are not weights (config, tokenizer…), relative, sorted.
     public let nonWeightFiles: [String]
-    private let byName: [String: Int]
     let dataRead = Atomic<Int>(0)
     /// Size, modification time and inode of every weight file when it was opened.
     private let identities: [String: OpenFile.Identity]
@@ -44,16 +43,14 @@ public final class Checkpoint: Sendable {
         self.root = root
         self.format = format
         self.files = files
-        self.tensors = tensors.sortedByName()
+        let sorted = tensors.sortedByName()
+        self.tensors = sorted
         self.readers = readers
-        var byName: [String: Int] = [:]
-        for (i, t) in self.tensors.enumerated() {
-            if let j = byName.updateValue(i, forKey: t.name) {
-                throw CheckpointError.notACheckpoint(
-                    path: root, reason: "tensor '\(t.name)' is in both \(self.tensors[j].file) and \(t.file)")
-            }
+        // Sorted, a name in two files is in neighbouring entries, in file order.
+        if !sorted.isSortedByName, let i = sorted.indices.dropFirst().first(where: { sorted[$0 - 1].name == sorted[$0].name }) {
+            let (a, b) = (sorted[i - 1], sorted[i])
+            throw CheckpointError.notACheckpoint(path: root, reason: "tensor '\(b.name)' is in both \(a.file) and \(b.file)")
         }
-        self.byName = byName
         self.identities = try Dictionary(
             uniqueKeysWithValues: files.map { ($0.name, try OpenFile.identity(of: (root as NSString).appendingPathComponent($0.name))) })
         let configPath = (root as NSString).appendingPathComponent("config.json")
@@ -78,11 +75,11 @@ public final class Checkpoint: Sendable {
 
     /// The tensor named `name`.
     public func tensor(_ name: String) throws -> TensorInfo {
-        guard let i = byName[name] else { throw CheckpointError.noSuchTensor(name: name) }
+        guard let i = tensors.index(ofName: name) else { throw CheckpointError.noSuchTensor(name: name) }
         return tensors[i]
     }
 
-    public func contains(_ name: String) -> Bool { byName[name] != nil }
+    public func contains(_ name: String) -> Bool { tensors.index(ofName: name) != nil }
 
     public var totalBytes: Int { tensors.reduce(0) { $0 + $1.byteCount } }
 

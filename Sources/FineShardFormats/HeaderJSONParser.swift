@@ -37,9 +37,11 @@ struct HeaderJSONParser {
         while i < bytes.count, bytes[i] == 0x20 || bytes[i] == 0x0A || bytes[i] == 0x0D || bytes[i] == 0x09 { i += 1 }
     }
 
-    mutating func expect(_ byte: UInt8, _ what: String) throws {
+    /// Consumes `byte` (after whitespace) or fails naming `what` was expected; `what` is only built
+    /// on failure (the parser calls this for every tensor of a large header).
+    mutating func expect(_ byte: UInt8, _ what: @autoclosure () -> String) throws {
         skipSpace()
-        guard i < bytes.count, bytes[i] == byte else { throw syntax(what) }
+        guard i < bytes.count, bytes[i] == byte else { throw syntax(what()) }
         i += 1
     }
 
@@ -61,6 +63,8 @@ struct HeaderJSONParser {
         var tensors: [Entry] = []
         var metadata: [String: String]?
         var names = Set<String>()
+        // A tensor entry takes more than 64 bytes; sizing the set once saves rehashing it as it grows.
+        names.reserveCapacity(min(bytes.count / 64, maxTensors))
         if !take(UInt8(ascii: "}")) {
             repeat {
                 skipSpace()
@@ -152,6 +156,7 @@ struct HeaderJSONParser {
         guard take(UInt8(ascii: "[")) else { throw fail(rule, "tensor '\(name)' has a \(field) that is not an array of integers") }
         var values: [Int] = []
         if take(UInt8(ascii: "]")) { return values }
+        values.reserveCapacity(4)
         repeat {
             skipSpace()
             let start = i

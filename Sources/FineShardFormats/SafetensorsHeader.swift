@@ -98,9 +98,11 @@ public struct SafetensorsHeader: Sendable {
         // Contiguity: sorted by offsets, every tensor starts where the previous one ended.
         let order = ranges.indices.sorted { (ranges[$0].start, ranges[$0].end) < (ranges[$1].start, ranges[$1].end) }
         var position = 0
-        var previous = "the start of the data area"
+        var last: Int?
         for i in order {
             let r = ranges[i]
+            // Named in messages only: built on failure.
+            var previous: String { last.map { "tensor '\(ranges[$0].name)'" } ?? "the start of the data area" }
             if r.start < position {
                 throw fail(
                     .overlap, "tensor '\(r.name)' at data_offsets [\(r.start), \(r.end)] overlaps \(previous), which ends at \(position)")
@@ -109,7 +111,7 @@ public struct SafetensorsHeader: Sendable {
                 throw fail(.hole, "bytes [\(position), \(r.start)) between \(previous) and tensor '\(r.name)' belong to no tensor")
             }
             position = r.end
-            previous = "tensor '\(r.name)'"
+            last = i
         }
         guard position == dataSize else {
             throw fail(

@@ -28,7 +28,8 @@ struct MoEFacts {
         return nil
     }
 
-    init(config c: ModelConfig, family: ModelFamily, roles: [String: TensorRole], tensors: [TensorInfo]) throws {
+    /// `tensors` sorted by name, as `roles`.
+    init(config c: ModelConfig, family: ModelFamily, roles: TensorRoles, tensors: [TensorInfo]) throws {
         let style = Self.style(c, family: family)
         let expertIndices = Set(roles.values.compactMap(\.expert))
         let expertLayers = Set(roles.values.compactMap { $0.expert != nil ? $0.layer : nil })
@@ -47,7 +48,7 @@ struct MoEFacts {
         perToken = c.numExpertsPerTok
 
         func rows(_ kind: TensorRole.Kind) -> Int? {
-            tensors.first { roles[$0.name]?.kind == kind && roles[$0.name]?.parameter == .weight && $0.shape.count == 2 }?.shape[0]
+            zip(tensors, roles.values).first { $1.kind == kind && $1.parameter == .weight && $0.shape.count == 2 }?.0.shape[0]
         }
         intermediate = c.moeIntermediateSize ?? (style == .mixtral ? c.intermediateSize : nil) ?? rows(.expertGate)
         switch style {

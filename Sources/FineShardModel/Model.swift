@@ -82,13 +82,13 @@ public struct ModelFacts: Codable, Sendable, Hashable {
 public struct Model: Sendable {
     public var facts: ModelFacts
     /// The role of every tensor of the checkpoint, by name.
-    public var roles: [String: TensorRole]
+    public var roles: TensorRoles
     /// Tensors no rule knows; replicated, listed by `plan`, an error with `--strict`.
     public var unknown: [String]
     /// The input embedding table (the source of a tied lm_head).
     public var embedding: String?
 
-    package init(facts: ModelFacts, roles: [String: TensorRole], unknown: [String], embedding: String?) {
+    package init(facts: ModelFacts, roles: TensorRoles, unknown: [String], embedding: String?) {
         self.facts = facts
         self.roles = roles
         self.unknown = unknown
@@ -97,24 +97,26 @@ public struct Model: Sendable {
 
     /// Recognizes the model from `config.json` (when present) and the tensor names and shapes.
     public static func recognize(_ tensors: [TensorInfo], config: ModelConfig?) throws -> Model {
+        let tensors = tensors.sortedByName()
         let names = tensors.map(\.name)
         let family = try detectFamily(config: config, names: names)
-        var roles: [String: TensorRole] = [:]
+        var list: [TensorRole] = []
         var unknown: [String] = []
         var naming = TensorNaming.Memo(family: family)
-        roles.reserveCapacity(tensors.count)
-        for t in tensors {
-            if let role = naming.role(of: t.name) {
-                roles[t.name] = role
+        list.reserveCapacity(tensors.count)
+        for name in names {
+            if let role = naming.role(of: name) {
+                list.append(role)
             } else {
-                roles[t.name] = TensorRole(.other)
-                unknown.append(t.name)
+                list.append(TensorRole(.other))
+                unknown.append(name)
             }
         }
-        let embedding = tensors.first {
-            roles[$0.name]?.kind == .embedding && roles[$0.name]?.layer == nil && roles[$0.name]?.parameter == .weight
-        }
-        let hasLMHead = tensors.contains { roles[$0.name]?.kind == .lmHead && roles[$0.name]?.layer == nil }
+        let roles = TensorRoles(names: names, roles: list)
+        /// The first tensor whose role satisfies `test`.
+        func first(_ test: (TensorRole) -> Bool) -> TensorInfo? { list.firstIndex(where: test).map { tensors[$0] } }
+        let embedding = first { $0.kind == .embedding && $0.layer == nil && $0.parameter == .weight }
+        let hasLMHead = list.contains { $0.kind == .lmHead && $0.layer == nil }
         let causal = family != .bert
         if causal, !hasLMHead, config?.tieWordEmbeddings == false {
             throw ModelError.inconsistent(
@@ -130,14 +132,14 @@ public struct Model: Sendable {
         if family == .llama, headDim == nil, let hidden, let heads, hidden % heads == 0 { headDim = hidden / heads }
         if family == .bert || family == .gpt2, let hidden, let heads, hidden % heads == 0 { headDim = hidden / heads }
         if family == .llama, kvHeads == nil, let headDim,
-            let k = tensors.first(where: { roles[$0.name]?.kind == .k && roles[$0.name]?.parameter == .weight && $0.shape.count == 2 })
+            let k = zip(tensors, list).first(where: { $1.kind == .k && $1.parameter == .weight && $0.shape.count == 2 })?.0
         {
             kvHeads = k.shape[0] / headDim
         }
         let intermediate =
             c.intermediateSize ?? c.nInner
-            ?? tensors.first { [.gate, .up].contains(roles[$0.name]?.kind) && roles[$0.name]?.parameter == .weight }
-            .map { roles[$0.name]!.transposed ? $0.shape[1] : $0.shape[0] }
+            ?? zip(tensors, list).first { [.gate, .up].contains($1.kind) && $1.parameter == .weight }
+            .map { $1.transposed ? $0.shape[1] : $0.shape[0] }
         let moe = try MoEFacts(config: c, family: family, roles: roles, tensors: tensors)
         let facts = ModelFacts(
             architecture: c.architectures?.first ?? c.modelType ?? family.rawValue,

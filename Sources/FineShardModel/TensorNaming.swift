@@ -157,49 +157,69 @@ extension TensorNaming {
     /// are the template's first and second numbers. A DeepSeek-V3 checkpoint has ~136k names and
     /// ~200 templates.
     struct Memo {
+        /// A name's bytes with its numeric components replaced by '#'.
+        struct Template: Hashable {
+            var bytes: [UInt8] = []
+            func hash(into hasher: inout Hasher) { bytes.withUnsafeBytes { hasher.combine(bytes: $0) } }
+        }
+
         let family: ModelFamily
-        private var known: [String: TensorRole?] = [:]
+        private var known: [Template: TensorRole?] = [:]
+        /// Reused for every name: no allocation per name.
+        private var template = Template()
 
         init(family: ModelFamily) { self.family = family }
 
         mutating func role(of name: String) -> TensorRole? {
             // The name with every all-digit component (shorter than 10 digits) replaced by '#', in one
             // pass over its bytes (hundreds of thousands of names in a large checkpoint).
-            var template = [UInt8]()
-            template.reserveCapacity(name.utf8.count)
-            var numbers: [Int] = []
-            var length = 0
-            var value = 0
-            var digitsOnly = true
-            func endComponent() {
-                guard length > 0, length < 10, digitsOnly else { return }
-                template.removeLast(length)
-                template.append(UInt8(ascii: "#"))
-                numbers.append(value)
-            }
-            for byte in name.utf8 {
-                if byte == UInt8(ascii: ".") {
-                    endComponent()
-                    (length, value, digitsOnly) = (0, 0, true)
-                } else {
-                    length += 1
-                    if byte >= 0x30 && byte <= 0x39 { value = value &* 10 &+ Int(byte - 0x30) } else { digitsOnly = false }
+            template.bytes.removeAll(keepingCapacity: true)
+            template.bytes.append(contentsOf: name.utf8)
+            var numbers: (first: Int?, second: Int?, count: Int) = (nil, nil, 0)
+            let length = template.bytes.withUnsafeMutableBufferPointer { t in
+                // Rewritten in place: the template is never longer than the name read so far.
+                var write = 0
+                var componentStart = 0
+                var value = 0
+                var digitsOnly = true
+                for read in 0...t.count {
+                    let byte = read < t.count ? t[read] : UInt8(ascii: ".")
+                    guard byte == UInt8(ascii: ".") else {
+                        if byte >= 0x30 && byte <= 0x39 { value = value &* 10 &+ Int(byte - 0x30) } else { digitsOnly = false }
+                        continue
+                    }
+                    let length = read - componentStart
+                    if length > 0, length < 10, digitsOnly {
+                        t[write] = UInt8(ascii: "#")
+                        write += 1
+                        if numbers.count == 0 { numbers.first = value } else if numbers.count == 1 { numbers.second = value }
+                        numbers.count += 1
+                    } else {
+                        for k in componentStart..<read {
+                            t[write] = t[k]
+                            write += 1
+                        }
+                    }
+                    if read < t.count {
+                        t[write] = byte
+                        write += 1
+                    }
+                    (componentStart, value, digitsOnly) = (read + 1, 0, true)
                 }
-                template.append(byte)
+                return write
             }
-            endComponent()
-            let key = String(decoding: template, as: UTF8.self)
-            if let cached = known[key] {
+            template.bytes.removeLast(template.bytes.count - length)
+            if let cached = known[template] {
                 guard var role = cached else { return nil }
                 if role.layer != nil { role.layer = numbers.first }
-                if role.expert != nil { role.expert = numbers.count > 1 ? numbers[1] : nil }
+                if role.expert != nil { role.expert = numbers.second }
                 return role
             }
             let role = TensorNaming.role(of: name, family: family)
             // Cache only templates whose numbers are exactly the layer and expert indices.
             let used = (role?.layer != nil ? 1 : 0) + (role?.expert != nil ? 1 : 0)
-            if used == numbers.count, role?.layer == numbers.first, role?.expert == (numbers.count > 1 ? numbers[1] : nil) {
-                known[key] = .some(role)
+            if used == numbers.count, role?.layer == numbers.first, role?.expert == numbers.second {
+                known[template] = .some(role)
             }
             return role
         }

@@ -1,4 +1,3 @@
-import Dispatch
 import FineShardModel
 
 /// What `fineshard plan` reports: per-rank bytes and the per-component memory table of the
@@ -56,11 +55,7 @@ public struct PlanReport: Codable, Sendable {
     }
 
     public init(_ plan: ShardPlan) {
-        // The fingerprint serializes the whole tensor table: compute it beside the rest.
-        final class Digest: @unchecked Sendable { var value = "" }
-        let digest = Digest()
-        let group = DispatchGroup()
-        DispatchQueue.global().async(group: group) { digest.value = plan.fingerprint }
+        fingerprint = plan.fingerprint
         model = plan.model
         parallel = plan.parallel
         worldSize = plan.topology.worldSize
@@ -68,10 +63,9 @@ public struct PlanReport: Codable, Sendable {
         bytesPerRank = plan.bytesPerRank()
         totalOutputBytes = bytesPerRank.reduce(0, +)
         components = Component.allCases.map { c in
-            let rules = plan.rules.filter { RankTopology.component(of: $0.role.kind) == c }
             let plain = plan.topology.followingTP(c)
-            let with = plan.bytesPerRank(rules: rules).max() ?? 0
-            let before = plan.bytesPerRank(topology: plain, rules: rules).max() ?? 0
+            let with = plan.bytesPerRank(of: c).max() ?? 0
+            let before = plan.bytesPerRank(topology: plain, of: c).max() ?? 0
             return ComponentRow(
                 component: c, groupSize: plan.topology.size(.fineGrained(c)),
                 collective: Self.collective(c, fineGrained: plan.topology.isFineGrained(c), tp: plan.parallel.tp),
@@ -80,7 +74,5 @@ public struct PlanReport: Codable, Sendable {
         unknownTensors = plan.unknown
         warnings = plan.warnings
         notes = plan.notes
-        group.wait()
-        fingerprint = digest.value
     }
 }

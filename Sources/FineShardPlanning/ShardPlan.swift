@@ -207,12 +207,30 @@ public struct ShardPlan: Sendable {
     public let warnings: [String]
     /// Things that were ignored (unknown `--additional-config` keys).
     public let notes: [String]
+    /// ``fingerprint(model:parallel:sources:)`` of the plan's facts, configuration and sources.
+    public let fingerprint: String
+
+    /// A plan of `rules`; `fingerprint` is computed when not given.
+    package init(
+        parallel: ParallelConfig, topology: RankTopology, model: ModelFacts, sources: [TensorInfo], rules: [TensorRule],
+        unknown: [String], warnings: [String], notes: [String], fingerprint: String? = nil
+    ) {
+        self.parallel = parallel
+        self.topology = topology
+        self.model = model
+        self.sources = sources
+        self.rules = rules
+        self.unknown = unknown
+        self.warnings = warnings
+        self.notes = notes
+        self.fingerprint = fingerprint ?? Self.fingerprint(model: model, parallel: parallel, sources: sources)
+    }
 
     /// SHA-256 of the canonical JSON of (source tensor table, model facts, parallel configuration):
     /// `{"model":…,"parallel":…,"sources":[{"dtype":…,"file":…,"name":…,"offset":…,"shape":[…]},…]}`
     /// with sorted keys and no spaces. The tensor table is serialized by hand: it can hold
     /// hundreds of thousands of entries, and a generic encoder would take seconds.
-    public var fingerprint: String {
+    package static func fingerprint(model: ModelFacts, parallel: ParallelConfig, sources: [TensorInfo]) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         var hasher = SHA256()
@@ -221,19 +239,46 @@ public struct ShardPlan: Sendable {
         hasher.update(data: Data(#","parallel":"#.utf8))
         hasher.update(data: try! encoder.encode(parallel))
         hasher.update(data: Data(#","sources":["#.utf8))
-        var chunk = ""
+        var chunk: [UInt8] = []
+        chunk.reserveCapacity(1 << 17)
         for (i, t) in sources.enumerated() {
-            if i > 0 { chunk += "," }
-            chunk +=
-                #"{"dtype":"\#(t.dtype.rawValue)","file":\#(SafetensorsHeader.jsonString(t.file)),"name":\#(SafetensorsHeader.jsonString(t.name)),"#
-            chunk += #""offset":\#(t.offset.map(String.init) ?? "null"),"shape":[\#(t.shape.map(String.init).joined(separator: ","))]}"#
-            if chunk.utf8.count > 1 << 16 {
-                hasher.update(data: Data(chunk.utf8))
-                chunk = ""
+            if i > 0 { chunk.append(UInt8(ascii: ",")) }
+            chunk.append(contentsOf: #"{"dtype":""#.utf8)
+            chunk.append(contentsOf: t.dtype.rawValue.utf8)
+            chunk.append(contentsOf: #"","file":"#.utf8)
+            Self.appendJSON(t.file, to: &chunk)
+            chunk.append(contentsOf: #","name":"#.utf8)
+            Self.appendJSON(t.name, to: &chunk)
+            chunk.append(contentsOf: #","offset":"#.utf8)
+            chunk.append(contentsOf: (t.offset.map(String.init) ?? "null").utf8)
+            chunk.append(contentsOf: #","shape":["#.utf8)
+            for (k, d) in t.shape.enumerated() {
+                if k > 0 { chunk.append(UInt8(ascii: ",")) }
+                chunk.append(contentsOf: String(d).utf8)
+            }
+            chunk.append(contentsOf: "]}".utf8)
+            if chunk.count > 1 << 16 {
+                chunk.withUnsafeBytes { hasher.update(bufferPointer: $0) }
+                chunk.removeAll(keepingCapacity: true)
             }
         }
-        hasher.update(data: Data((chunk + "]}").utf8))
+        chunk.append(contentsOf: "]}".utf8)
+        chunk.withUnsafeBytes { hasher.update(bufferPointer: $0) }
         return hasher.finalize().hexString
+    }
+
+    /// Appends `s` as a JSON string literal (``SafetensorsHeader/jsonString(_:)``): its bytes as they
+    /// are when nothing needs escaping, as almost every tensor and file name.
+    private static func appendJSON(_ s: String, to out: inout [UInt8]) {
+        let start = out.count
+        out.append(UInt8(ascii: "\""))
+        out.append(contentsOf: s.utf8)
+        if out[(start + 1)...].contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+            out.removeSubrange(start...)
+            out.append(contentsOf: SafetensorsHeader.jsonString(s).utf8)
+        } else {
+            out.append(UInt8(ascii: "\""))
+        }
     }
 
     /// The file extension of the output format.
@@ -349,11 +394,15 @@ public struct ShardPlan: Sendable {
 
     /// Output bytes of every rank, computed from shapes alone (no pieces built): split shards
     /// have one length for every index, so only owned tensors differ between ranks.
-    public func bytesPerRank(topology: RankTopology? = nil, rules subset: [TensorRule]? = nil) -> [Int] {
+    /// `component`: only the rules of that component's tensors.
+    public func bytesPerRank(topology: RankTopology? = nil, rules subset: [TensorRule]? = nil, of component: Component? = nil) -> [Int] {
         let topology = topology ?? self.topology
         var shared = 0
         var perRank = [Int](repeating: 0, count: topology.worldSize)
-        for rule in subset ?? rules {
+        let list = subset ?? rules
+        // By index: the component is read without copying every rule.
+        for k in list.indices where component == nil || RankTopology.component(of: list[k].role.kind) == component {
+            let rule = list[k]
             switch rule.placement {
             case .replicated, .constant: shared += rule.source.shape.reduce(1, *) * rule.dtype.size
             case .owned(let owner): perRank[owner] += rule.source.shape.reduce(1, *) * rule.dtype.size

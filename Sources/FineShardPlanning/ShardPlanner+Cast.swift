@@ -11,7 +11,7 @@ extension ShardPlanner {
     /// `e_score_correction_bias`, which vLLM keeps in float32 (`DeepseekV2MoE`), nor buffers, quantization
     /// parameters or tensors no rule knows. Every other tensor keeps its dtype, as in DeepSeek's
     /// `fp8_cast_bf16.py`.
-    mutating func applyCast(_ rules: inout [TensorRule], byName: [String: TensorInfo]) {
+    mutating func applyCast(_ rules: inout [TensorRule]) {
         guard castsFP8 else {
             if parallel.castFloats == true { problem("--cast-floats casts to --dtype bf16; give --dtype bf16 too") }
             return
@@ -24,7 +24,7 @@ extension ShardPlanner {
             let source = rule.source
             if rule.role.parameter == .weight, source.dtype == .f8e4m3 || source.dtype == .f8e5m2 {
                 let scaleName = source.name + "_scale_inv"
-                guard let scale = byName[scaleName] else {
+                guard let scale = sourceTensor(named: scaleName) else {
                     problem("--dtype bf16: FP8 weight '\(source.name)' has no '\(scaleName)' to dequantize it with", key: "noscale")
                     continue
                 }

@@ -1,3 +1,4 @@
+import Dispatch
 import FineShardFormats
 import FineShardModel
 
@@ -30,6 +31,13 @@ public struct ShardPlanner {
         planner.validateConfiguration()
         guard planner.problems.isEmpty else { throw PlanError.invalidConfiguration(problems: planner.problems) }
         if strict, !model.unknown.isEmpty { throw PlanError.unknownTensors(names: model.unknown) }
+        // The fingerprint serializes the whole tensor table: compute it beside the rules.
+        final class Digest: @unchecked Sendable { var value = "" }
+        let digest = Digest()
+        let group = DispatchGroup()
+        DispatchQueue.global().async(group: group) { [sources = planner.sources, parallel] in
+            digest.value = ShardPlan.fingerprint(model: model.facts, parallel: parallel, sources: sources)
+        }
         let rules = planner.makeRules()
         if parallel.format == .hdf5,
             let bad = rules.first(where: { $0.output.isEmpty || $0.output.contains("/") || $0.output.contains("\0") || $0.output == "." })
@@ -39,16 +47,18 @@ public struct ShardPlanner {
             )
         }
         guard planner.problems.isEmpty else { throw PlanError.invalidConfiguration(problems: planner.problems) }
+        let warnings = planner.warnings()
+        group.wait()
         return ShardPlan(
             parallel: parallel, topology: planner.topology, model: model.facts, sources: planner.sources, rules: rules,
-            unknown: model.unknown, warnings: planner.warnings(), notes: notes)
+            unknown: model.unknown, warnings: warnings, notes: notes, fingerprint: digest.value)
     }
 
     /// The planner's checks of a parallel configuration against a model's facts alone (no tensors):
     /// what `shard` refuses, so what no manifest fineshard writes can hold (docs/SPEC.md §5).
     package static func problems(in parallel: ParallelConfig, facts: ModelFacts) -> [String] {
         var planner = ShardPlanner(
-            sources: [], model: Model(facts: facts, roles: [:], unknown: [], embedding: nil), parallel: parallel,
+            sources: [], model: Model(facts: facts, roles: TensorRoles(), unknown: [], embedding: nil), parallel: parallel,
             topology: RankTopology(dp: parallel.dp, tp: parallel.tp, finegrained: parallel.finegrained))
         planner.validateConfiguration()
         return planner.problems
@@ -212,6 +222,12 @@ public struct ShardPlanner {
         return model.facts.family == .deepseek ? .tensorParallel : .fineGrained(.mlp)
     }
 
+    /// The source tensor named `name` (binary search: the sources are sorted by name).
+    /// `near`: the index of a source next to it in name order (a weight's parameters sit beside it).
+    func sourceTensor(named name: String, near hint: Int? = nil) -> TensorInfo? {
+        sources.index(ofName: name, near: hint).map { sources[$0] }
+    }
+
     func fact(_ value: Int?, _ field: String, for what: String) throws -> Int {
         guard let value else { throw ModelError.missingFact(field: field, neededFor: what) }
         return value
@@ -244,9 +260,9 @@ public struct ShardPlanner {
 
     mutating func makeRules() -> [TensorRule] {
         var rules: [TensorRule] = []
-        let byName = Dictionary(uniqueKeysWithValues: sources.map { ($0.name, $0) })
-        for source in sources {
-            let role = model.roles[source.name] ?? TensorRole(.other)
+        rules.reserveCapacity(sources.count)
+        for (k, source) in sources.enumerated() {
+            let role = model.roles.role(of: source.name, near: k) ?? TensorRole(.other)
             let spec = TensorSpec(name: source.name, dtype: source.dtype, shape: source.shape)
             if parallel.layout == .vllm, let scale = Self.vllmAttentionScaleName(source.name) {
                 if source.dtype != .f32 || !source.shape.isEmpty {
@@ -263,7 +279,7 @@ public struct ShardPlanner {
                     key: "vllmexpertpertensor")
             }
             do {
-                let placement = try self.placement(of: spec, role: role, byName: byName)
+                let placement = try self.placement(of: spec, role: role, at: k)
                 let (output, fusion, stack) = outputName(source.name, role: role)
                 rules.append(TensorRule(source: spec, role: role, placement: placement, output: output, fusionIndex: fusion, stack: stack))
             } catch let error as ModelError {
@@ -272,7 +288,7 @@ public struct ShardPlanner {
                 problem("\(source.name): \(error)")
             }
         }
-        if model.facts.tieWordEmbeddings, let embedding = model.embedding.flatMap({ byName[$0] }) {
+        if model.facts.tieWordEmbeddings, let embedding = model.embedding.flatMap({ sourceTensor(named: $0) }) {
             let spec = TensorSpec(name: embedding.name, dtype: embedding.dtype, shape: embedding.shape)
             let placement = Placement.split(
                 Split(dim: 0, group: .fineGrained(.lmHead), scheme: vocabScheme(rows: spec.shape[0])))
@@ -283,10 +299,10 @@ public struct ShardPlanner {
             }
             rules.append(tied)
         }
-        applyCast(&rules, byName: byName)
+        applyCast(&rules)
         if parallel.layout == .vllm {
             rules += defaultAttentionScales(after: rules)
-            checkFusedBlockScales(rules, byName: byName)
+            checkFusedBlockScales(rules)
         }
         func before(_ a: TensorRule, _ b: TensorRule) -> Bool {
             guard a.output == b.output else { return a.output.utf8Precedes(b.output) }
@@ -345,14 +361,15 @@ public struct ShardPlanner {
     /// FP8 block scales of fused parts (`gate_up_proj`, `fused_qkv_a_proj`, `w13_weight_scale_inv`) stack
     /// in block rows: every part but the last must end on a block boundary, as vLLM's merged linear
     /// layers load them (`shard_offset // block_n`).
-    mutating func checkFusedBlockScales(_ rules: [TensorRule], byName: [String: TensorInfo]) {
+    mutating func checkFusedBlockScales(_ rules: [TensorRule]) {
         let block = model.facts.weightBlockSize ?? 128
         let outputs = Dictionary(grouping: rules.filter { $0.role.parameter == .blockScale }, by: \.output)
         let weights = Dictionary(rules.filter { $0.role.parameter == .weight }.map { ($0.source.name, $0) }) { a, _ in a }
-        for (output, parts) in outputs where parts.contains(where: { $0.fusionIndex > 0 }) {
+        // In output order, so the problem reported is the same on every run.
+        for (output, parts) in outputs.sorted(by: { $0.key.utf8Precedes($1.key) }) where parts.contains(where: { $0.fusionIndex > 0 }) {
             for rule in parts where parts.contains(where: { $0.stack == rule.stack && $0.fusionIndex > rule.fusionIndex }) {
                 let weightName = String(rule.source.name.dropLast("_scale_inv".count))
-                guard let weight = byName[weightName], let rows = weight.shape.first else { continue }
+                guard let weight = sourceTensor(named: weightName), let rows = weight.shape.first else { continue }
                 var local = rows
                 if case .split(let split) = weights[weightName]?.placement, split.dim == 0 {
                     local = Split.segments(split.scheme, index: 0, of: size(split.group), length: rows).0
@@ -482,7 +499,8 @@ public struct ShardPlanner {
     /// The placement of a tensor: weights by their role, biases and per-channel parameters
     /// following a column-parallel weight's rows (whole with a row-parallel one), per-tensor
     /// parameters replicated, FP8 block scales cut in block units where the weight is cut.
-    mutating func placement(of spec: TensorSpec, role: TensorRole, byName: [String: TensorInfo]) throws -> Placement {
+    /// `index`: the source's index in ``sources``, where its weight is looked for first.
+    mutating func placement(of spec: TensorSpec, role: TensorRole, at index: Int? = nil) throws -> Placement {
         if role.parameter == .weight { return try weightSplit(role, shape: spec.shape, name: spec.name) }
         if role.parameter == .perTensor {
             // With EP a routed expert's per-tensor parameters live with it (vLLM's FusedMoE loads only
@@ -496,8 +514,8 @@ public struct ShardPlanner {
         }
         // Dequantized weights are written without their block scales: no block alignment to check.
         if role.parameter == .blockScale, castsFP8 { return .replicated }
-        let weightName = String(spec.name[..<spec.name.lastIndex(of: ".")!]) + ".weight"
-        guard let weight = byName[weightName], weight.shape.count >= 1 else {
+        let weightName = String(spec.name.utf8[..<spec.name.utf8.lastIndex(of: UInt8(ascii: "."))!])! + ".weight"
+        guard let weight = sourceTensor(named: weightName, near: index), weight.shape.count >= 1 else {
             // A parameter without its weight: cut it as its own weight would be cut along rows.
             return role.parameter == .blockScale
                 ? .replicated : try weightSplit(role, shape: spec.shape, name: spec.name).rowsOnly(transposed: role.transposed)

@@ -62,6 +62,6 @@ public struct InspectReport: Codable, Sendable {
     /// none when the model is not recognized (inspect still lists its tensors).
     public static func roles(of checkpoint: Checkpoint) -> [String: String] {
         guard let model = try? Model.recognize(checkpoint) else { return [:] }
-        return model.roles.mapValues(\.label)
+        return Dictionary(zip(model.roles.keys, model.roles.values.map(\.label))) { first, _ in first }
     }
 }

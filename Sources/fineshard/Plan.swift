@@ -37,9 +37,15 @@ struct Plan: ParsableCommand {
             let contents = try ranks.map { list in
                 try ShardOptions.parseRanks(list, worldSize: plan.topology.worldSize).map { RankContents(plan.rank($0)) }
             }
-            if output.json { return try printJSON(PlanJSON(report: report, ranks: contents)) }
-            print(TextReport.plan(report))
-            for rank in contents ?? [] { print("\n" + rank.text) }
+            if output.json {
+                try printJSON(PlanJSON(report: report, ranks: contents))
+            } else {
+                print(TextReport.plan(report))
+                for rank in contents ?? [] { print("\n" + rank.text) }
+            }
+            // The plan holds a rule per tensor (136k for DeepSeek-R1): end without freeing them one
+            // by one, which takes longer than printing; exit flushes stdout.
+            withExtendedLifetime(plan) { Foundation.exit(0) }
         }
     }
 }
