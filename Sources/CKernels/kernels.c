@@ -64,15 +64,10 @@ NATIVE void fs_linear_f32(const float *x, const float *w, const float *bias, flo
     TILE_BEGIN
     const float *w0 = w + o * n, *w1 = w0 + n, *w2 = w1 + n, *w3 = w2 + n;
     for (; i + 8 <= n; i += 8) {
-        __m256 u = _mm256_loadu_ps(x0 + i), v = _mm256_loadu_ps(x1 + i), r;
-        r = _mm256_loadu_ps(w0 + i);
-        STEP(0, r, u, v)
-        r = _mm256_loadu_ps(w1 + i);
-        STEP(1, r, u, v)
-        r = _mm256_loadu_ps(w2 + i);
-        STEP(2, r, u, v)
-        r = _mm256_loadu_ps(w3 + i);
-        STEP(3, r, u, v)
+        __m256 u = _mm256_loadu_ps(x0 + i), v = _mm256_loadu_ps(x1 + i);
+#define ROW(r) STEP(r, _mm256_loadu_ps(w##r + i), u, v)
+        ROW(0) ROW(1) ROW(2) ROW(3)
+#undef ROW
     }
     TILE_END(F32)
     for (; o < row_end; o++) {
@@ -106,18 +101,12 @@ NATIVE void fs_linear_bf16(const float *x, const uint16_t *w, const float *bias,
         __m256 ue = _mm256_loadu_ps(x0 + i), ve = _mm256_loadu_ps(x1 + i);
         __m256 uo = _mm256_loadu_ps(x0 + i + 8), vo = _mm256_loadu_ps(x1 + i + 8);
         __m256i q;
-        q = _mm256_loadu_si256((const __m256i *)(w0 + i));
-        STEP(0, EVEN(q), ue, ve)
-        STEP(0, ODD(q), uo, vo)
-        q = _mm256_loadu_si256((const __m256i *)(w1 + i));
-        STEP(1, EVEN(q), ue, ve)
-        STEP(1, ODD(q), uo, vo)
-        q = _mm256_loadu_si256((const __m256i *)(w2 + i));
-        STEP(2, EVEN(q), ue, ve)
-        STEP(2, ODD(q), uo, vo)
-        q = _mm256_loadu_si256((const __m256i *)(w3 + i));
-        STEP(3, EVEN(q), ue, ve)
-        STEP(3, ODD(q), uo, vo)
+#define ROW(r)                                                                                      \
+    q = _mm256_loadu_si256((const __m256i *)(w##r + i));                                            \
+    STEP(r, EVEN(q), ue, ve)                                                                        \
+    STEP(r, ODD(q), uo, vo)
+        ROW(0) ROW(1) ROW(2) ROW(3)
+#undef ROW
     }
     TILE_END(BF16)
     for (; o < row_end; o++) {

@@ -478,7 +478,9 @@ extension ForwardChecker {
             for start in stride(from: 0, to: rows, by: block) {
                 let stop = min(start + block, rows)
                 let w =
-                    try weights.readBF16(name, rank: rank, rows: start..<stop).map { Weight(rows: stop - start, cols: arch.hidden, bf16: $0) }
+                    try weights.readBF16(name, rank: rank, rows: start..<stop).map {
+                        Weight(rows: stop - start, cols: arch.hidden, bf16: $0)
+                    }
                     ?? Weight(Matrix(rows: stop - start, cols: arch.hidden, data: try weights.read(name, rank: rank, rows: start..<stop)))
                 parts.append(Kernels.linear(x, weight: w, threads: threads))
             }

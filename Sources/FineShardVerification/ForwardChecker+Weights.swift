@@ -38,7 +38,9 @@ extension ForwardChecker.Weights {
         let bytes = region.elementCount * info.dtype.size
         precondition(bytes % MemoryLayout<T>.stride == 0)
         return try [T](unsafeUninitializedCapacity: bytes / MemoryLayout<T>.stride) { b, initialized in
-            if bytes > 0 { try checkpoint.read(info, region: region, into: UnsafeMutableRawBufferPointer(start: b.baseAddress, count: bytes)) }
+            if bytes > 0 {
+                try checkpoint.read(info, region: region, into: UnsafeMutableRawBufferPointer(start: b.baseAddress, count: bytes))
+            }
             initialized = bytes / MemoryLayout<T>.stride
         }
     }

@@ -42,8 +42,10 @@ for (k, n) in shapes {
         let flops = 2.0 * Double(m * k * n)
         var sink: Float = 0
         let tiled = seconds { sink += Kernels.linear(x, weight: weight, threads: threads, path: .portable).data[0] }
-        let native = Kernels.nativeAvailable ? seconds { sink += Kernels.linear(x, weight: weight, threads: threads, path: .native).data[0] } : .nan
-        let native16 = Kernels.nativeAvailable ? seconds { sink += Kernels.linear(x, weight: bf16, threads: threads, path: .native).data[0] } : .nan
+        let native =
+            Kernels.nativeAvailable ? seconds { sink += Kernels.linear(x, weight: weight, threads: threads, path: .native).data[0] } : .nan
+        let native16 =
+            Kernels.nativeAvailable ? seconds { sink += Kernels.linear(x, weight: bf16, threads: threads, path: .native).data[0] } : .nan
         let old = threads == 1 ? seconds { sink += dotPerOutput(x.data, w, m: m, k: k, n: n)[0] } : .nan
         for (name, s) in [("swift-tiled", tiled), ("avx2-f32", native), ("avx2-bf16", native16), ("swift-dot-main", old)] where !s.isNaN {
             print(name, m, k, n, threads, String(format: "%.2f %.2f", s * 1e3, flops / s / 1e9))

@@ -32,7 +32,9 @@ struct ForwardCheckKernelTests {
                     for t in 0..<tokens {
                         for o in 0..<outFeatures {
                             var exact = Double(bias[o])
-                            for i in 0..<inFeatures { exact += Double(x.data[t * inFeatures + i]) * Double(exactWeights[o * inFeatures + i]) }
+                            for i in 0..<inFeatures {
+                                exact += Double(x.data[t * inFeatures + i]) * Double(exactWeights[o * inFeatures + i])
+                            }
                             #expect(abs(Double(y.data[t * outFeatures + o]) - exact) <= 1e-4 * max(1, abs(exact)), "\(path) t \(t) o \(o)")
                         }
                     }
