@@ -33,7 +33,7 @@ extension SafetensorsStore {
         let (start, end) = (first / rowBytes * rowBytes, (last + runLength + rowBytes - 1) / rowBytes * rowBytes)
         let span =
             end - start <= SpanCache.maxBytes
-            ? try spans.span(of: file, offset: tensor.offset! + start, count: end - start)
+            ? try SpanCache.shared.span(of: file, offset: tensor.offset! + start, count: end - start)
             : try file.map(offset: tensor.offset! + start, count: end - start)
         var out = 0
         region.forEachRun(in: tensor.shape, elementSize: size) { offset in
@@ -45,18 +45,23 @@ extension SafetensorsStore {
     }
 }
 
-/// The last few row spans a file's column cuts mapped (at most 2 of at most 16 MiB).
+/// The last row spans that column cuts mapped, process-wide (at most 2 of at most 16 MiB, so a
+/// checkpoint of many files holds no more).
 final class SpanCache: Sendable {
+    static let shared = SpanCache()
     static let maxBytes = 16 << 20
-    private let recent = Mutex<[(offset: Int, region: MappedRegion)]>([])
+    private let recent = Mutex<[(file: OpenFile, offset: Int, region: MappedRegion)]>([])
 
     func span(of file: OpenFile, offset: Int, count: Int) throws -> MappedRegion {
-        if let hit = recent.withLock({ $0.first { $0.offset == offset && $0.region.bytes.count == count }?.region }) { return hit }
-        let region = try file.map(offset: offset, count: count)
-        recent.withLock {
-            $0.append((offset, region))
-            if $0.count > 2 { $0.removeFirst() }
+        if let hit = recent.withLock({ $0.first { $0.file === file && $0.offset == offset && $0.region.bytes.count == count }?.region }) {
+            return hit
         }
+        let region = try file.map(offset: offset, count: count)
+        let evicted = recent.withLock {
+            $0.append((file, offset, region))
+            return $0.count > 2 ? $0.removeFirst() : nil
+        }
+        withExtendedLifetime(evicted) {}
         return region
     }
 }

@@ -121,7 +121,6 @@ protocol TensorStore: Sendable {
 /// Reads safetensors tensors by pread of the byte runs a region occupies.
 final class SafetensorsStore: TensorStore {
     let file: OpenFile
-    let spans = SpanCache()
 
     init(file: OpenFile) { self.file = file }
 
