@@ -5,6 +5,6 @@ extension Model {
     /// and its tensor names. The one way plan, shard, inspect and forward-check learn a model.
     public static func recognize(_ checkpoint: Checkpoint) throws -> Model {
         let config = try checkpoint.config.map { try ModelConfig.decode($0, file: checkpoint.path(of: "config.json")) }
-        return try recognize(checkpoint.tensors, config: config)
+        return try recognize(sorted: checkpoint.tensors, config: config)
     }
 }

@@ -97,7 +97,11 @@ public struct Model: Sendable {
 
     /// Recognizes the model from `config.json` (when present) and the tensor names and shapes.
     public static func recognize(_ tensors: [TensorInfo], config: ModelConfig?) throws -> Model {
-        let tensors = tensors.sortedByName()
+        try recognize(sorted: tensors.sortedByName(), config: config)
+    }
+
+    /// ``recognize(_:config:)`` of tensors already sorted by name (a checkpoint's table).
+    static func recognize(sorted tensors: [TensorInfo], config: ModelConfig?) throws -> Model {
         let names = tensors.map(\.name)
         let family = try detectFamily(config: config, names: names)
         var list: [TensorRole] = []

@@ -8,7 +8,7 @@ extension ShardPlan {
         _ checkpoint: Checkpoint, parallel: ParallelConfig, strict: Bool = false, notes: [String] = []
     ) throws -> ShardPlan {
         let model = try Model.recognize(checkpoint)
-        return try ShardPlanner.plan(sources: checkpoint.tensors, model: model, parallel: parallel, strict: strict, notes: notes)
+        return try ShardPlanner.plan(sorted: checkpoint.tensors, model: model, parallel: parallel, strict: strict, notes: notes)
     }
 }
 

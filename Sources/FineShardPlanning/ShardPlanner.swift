@@ -16,6 +16,13 @@ public struct ShardPlanner {
     public static func plan(
         sources: [TensorInfo], model: Model, parallel: ParallelConfig, strict: Bool = false, notes: [String] = []
     ) throws -> ShardPlan {
+        try plan(sorted: sources.sortedByName(), model: model, parallel: parallel, strict: strict, notes: notes)
+    }
+
+    /// ``plan(sources:model:parallel:strict:notes:)`` of sources already sorted by name (a checkpoint's table).
+    static func plan(
+        sorted sources: [TensorInfo], model: Model, parallel: ParallelConfig, strict: Bool, notes: [String]
+    ) throws -> ShardPlan {
         var parallel = parallel
         var notes = notes
         if parallel.enableSharedExpertDP == true, !parallel.expertParallel || parallel.tp <= 1 {
@@ -26,7 +33,7 @@ public struct ShardPlanner {
             )
         }
         var planner = ShardPlanner(
-            sources: sources.sortedByName(), model: model, parallel: parallel,
+            sources: sources, model: model, parallel: parallel,
             topology: RankTopology(dp: parallel.dp, tp: parallel.tp, finegrained: parallel.finegrained))
         planner.validateConfiguration()
         guard planner.problems.isEmpty else { throw PlanError.invalidConfiguration(problems: planner.problems) }
