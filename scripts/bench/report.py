@@ -276,6 +276,8 @@ memory-limit runs). Page cache warm, `sync` before every timed run, wall-clock m
 - **DeepSeek-R1 rank 0** (`--with-r1`): `shard --ranks 0` of that checkpoint (its data are holes, read as
   zeros without the disk); the floor copies and hashes the same bytes in the same number of files from a
   warm file of real bytes.
+- **forward-check** (`--baseline REV`): the same command by REV's release build (built once into
+  `$FINESHARD_BENCH_DIR/baseline-REV`) on the same output, alternated run by run with this build.
 - **Peak RSS**: GNU time's "Maximum resident set size".
 
 ## Results
